@@ -1,0 +1,58 @@
+"""Named TVNet configurations and the shipped weight files in `weights/`.
+
+`tvnet-S-W-I` is S scales x W warps x I iterations, as in the paper; `tvnet-I` is 1-1-I.
+A preset name that matches a file `weights/<name>.pt` loads those trained weights.
+"""
+
+from __future__ import annotations
+
+import re
+from importlib import resources
+from pathlib import Path
+
+from ..errors import TVNetError
+from .tvnet import TVNet, TVNetConfig
+
+PRESETS: dict[str, TVNetConfig] = {
+    "tvnet-10": TVNetConfig(1, 1, 10),
+    "tvnet-30": TVNetConfig(1, 1, 30),
+    "tvnet-50": TVNetConfig(1, 1, 50),
+    "tvnet-3-1-10": TVNetConfig(3, 1, 10),
+    "tvnet-1-3-10": TVNetConfig(1, 3, 10),
+    "tvl1": TVNetConfig(5, 5, 50),  # the paper's TV-L1 baseline, 5-5-50
+}
+
+_PATTERN = re.compile(r"^tvnet-(\d+)-(\d+)-(\d+)$")
+
+
+def weights_dir() -> Path:
+    """Folder of the shipped weight files (installed with the package)."""
+    return Path(str(resources.files("tvnet_cli.weights")))
+
+
+def shipped_weights() -> dict[str, Path]:
+    """Shipped trained weights by preset name (file stem)."""
+    return {p.stem: p for p in sorted(weights_dir().glob("*.pt"))}
+
+
+def preset_names() -> list[str]:
+    return sorted(PRESETS) + sorted(shipped_weights())
+
+
+def preset_config(name: str) -> TVNetConfig:
+    """Config of an untrained preset: a name in PRESETS or any `tvnet-S-W-I`."""
+    if name in PRESETS:
+        return PRESETS[name]
+    m = _PATTERN.match(name)
+    if m:
+        return TVNetConfig(*(int(g) for g in m.groups()))
+    raise TVNetError(f"unknown preset {name!r}; known: {', '.join(preset_names())} or tvnet-S-W-I")
+
+
+def load_preset(name: str, **overrides) -> TVNet:
+    """TVNet for a preset name: shipped weights if a file has that name, else untrained."""
+    weights = shipped_weights()
+    if name in weights:
+        return TVNet.from_file(weights[name], **overrides)
+    cfg = preset_config(name)
+    return TVNet(cfg.replace(**overrides) if overrides else cfg)

@@ -1,0 +1,233 @@
+"""TVNet: the TV-L1 solver unrolled into layers (scales x warps x iterations).
+
+Untrained it is TV-L1 (Zach et al. 2007, as in Algorithm 1 of the paper). Trainable, as in
+paper Sec. 4.2: the taps of the image gradient, flow gradient and divergence filters, and
+the initial flow u0. u0 is stored on a small fixed grid and resampled to the coarsest
+pyramid level, so one model works at any input size.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from ..errors import TVNetError
+from . import ops
+
+WEIGHTS_VERSION = 1
+
+
+@dataclass(frozen=True)
+class TVNetConfig:
+    """Everything that defines a TVNet. Defaults: the paper's TVNet-50 (1-1-50)."""
+
+    scales: int = 1  # pyramid levels at most (fewer when the image is small)
+    warps: int = 1  # warps per level
+    iters: int = 50  # TV-L1 iterations per warp
+    tau: float = 0.25  # dual time step
+    lam: float = 0.15  # data-term weight (lambda)
+    theta: float = 0.3  # coupling of u and v
+    zfactor: float = 0.5  # pyramid down-sampling factor
+    eps: float = 1e-12  # stabiliser of the divisions (paper Eq. 11)
+    stop_tol: float = 0.0  # inference only: stop a warp when mean |du|^2 < stop_tol^2 (0 = never)
+    smooth_sigma: float = 0.0  # gaussian pre-smoothing of both frames (authors: 0.8; 0 = off)
+    u0_grid: tuple[int, int] = (32, 32)  # resolution of the trainable initial flow
+
+    def __post_init__(self) -> None:
+        for name in ("scales", "warps", "iters"):
+            if getattr(self, name) < 1:
+                raise TVNetError(f"TVNet config: {name} must be >= 1, got {getattr(self, name)}")
+        if not 0.0 < self.zfactor < 1.0:
+            raise TVNetError(f"TVNet config: zfactor must be in (0, 1), got {self.zfactor}")
+        for name in ("tau", "lam", "theta"):
+            if getattr(self, name) <= 0:
+                raise TVNetError(f"TVNet config: {name} must be > 0, got {getattr(self, name)}")
+        object.__setattr__(self, "u0_grid", tuple(int(v) for v in self.u0_grid))
+
+    @property
+    def name(self) -> str:
+        return f"tvnet-{self.scales}-{self.warps}-{self.iters}"
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "TVNetConfig":
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(d) - known
+        if unknown:
+            raise TVNetError(f"TVNet config: unknown fields {sorted(unknown)}")
+        return cls(**d)
+
+    def replace(self, **changes) -> "TVNetConfig":
+        return dataclasses.replace(self, **changes)
+
+
+def _tv_l1_level(
+    i0: torch.Tensor,
+    i1: torch.Tensor,
+    u: torch.Tensor,
+    cfg: TVNetConfig,
+    taps: tuple[torch.Tensor, torch.Tensor, torch.Tensor],
+) -> torch.Tensor:
+    """Warps x iterations of TV-L1 at one pyramid level.
+
+    `i0`, `i1` grey `(B, 1, h, w)`; `u` initial flow `(B, 2, h, w)`; returns `(B, 2, h, w)`.
+    The dual variables p start at zero once per level (as in the authors' code and OpenCV).
+    """
+    centred, forward, backward = taps
+    lt = cfg.lam * cfg.theta
+    taut = cfg.tau / cfg.theta
+    ix, iy = ops.centred_gradient(i1, centred)  # (B, 1, h, w) each
+    stack = torch.cat([i1, ix, iy], dim=1)  # warped together: one grid_sample per warp
+    px = torch.zeros_like(u)  # (B, 2, h, w): d/dx components of p1 and p2
+    py = torch.zeros_like(u)
+    early_stop = cfg.stop_tol > 0 and not torch.is_grad_enabled()
+    for _ in range(cfg.warps):
+        w = ops.warp(stack, u)
+        i1w, grad_i = w[:, :1], w[:, 1:]  # (B, 1, h, w), (B, 2, h, w)
+        grad_sq = (grad_i * grad_i).sum(dim=1, keepdim=True) + cfg.eps
+        rho_c = i1w - (grad_i * u).sum(dim=1, keepdim=True) - i0  # rho(u) = rho_c + gradI.u
+        for _ in range(cfg.iters):
+            rho = rho_c + (grad_i * u).sum(dim=1, keepdim=True)
+            # Thresholding step of Algorithm 1 as the proximal map of the L1 data term.
+            v = u - (rho / grad_sq).clamp(-lt, lt) * grad_i
+            u_new = v + cfg.theta * torch.cat(
+                [ops.divergence(px[:, :1], py[:, :1], backward),
+                 ops.divergence(px[:, 1:], py[:, 1:], backward)], dim=1)
+            ux, uy = ops.forward_gradient(u_new, forward)
+            norm = 1.0 + taut * torch.sqrt(ux * ux + uy * uy + cfg.eps)
+            px = (px + taut * ux) / norm
+            py = (py + taut * uy) / norm
+            if early_stop:
+                delta = (u_new - u).pow(2).sum(dim=1).mean()
+                u = u_new
+                if delta < cfg.stop_tol**2:
+                    break
+            else:
+                u = u_new
+    return u
+
+
+class TVNet(nn.Module):
+    """TVNet / TV-L1 optical flow: `flow = model(frame0, frame1)`.
+
+    Frames are `(B, 3, H, W)` RGB or `(B, 1, H, W)` grey, uint8 or float (any range: each
+    pair is stretched to 0..255 jointly). Output `(B, 2, H, W)`: the flow in pixels that
+    takes frame0 to frame1, i.e. frame1(x + flow(x)) ~ frame0(x).
+    """
+
+    def __init__(self, config: TVNetConfig | None = None) -> None:
+        super().__init__()
+        self.config = config or TVNetConfig()
+        f = torch.float32
+        self.centred_taps = nn.Parameter(torch.tensor(ops.CENTRED_TAPS, dtype=f))  # (2, 3)
+        self.forward_taps = nn.Parameter(torch.tensor(ops.FORWARD_TAPS, dtype=f))  # (2, 2)
+        self.backward_taps = nn.Parameter(torch.tensor(ops.BACKWARD_TAPS, dtype=f))  # (2, 2)
+        self.u0 = nn.Parameter(torch.zeros(1, 2, *self.config.u0_grid, dtype=f))  # pixels
+
+    # -- construction -------------------------------------------------------------------
+    @classmethod
+    def from_preset(cls, name: str, **overrides) -> "TVNet":
+        """A named configuration (`tvnet-50`, `tvnet-3-1-10`, `tvl1`, ...) or shipped weights."""
+        from .presets import load_preset
+
+        return load_preset(name, **overrides)
+
+    @classmethod
+    def from_file(cls, path: str | Path, **overrides) -> "TVNet":
+        """Load a weights file written by `save` (config + state, strict)."""
+        path = Path(path)
+        if not path.is_file():
+            raise TVNetError(f"{path}: weights file not found")
+        try:
+            ckpt = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as e:  # noqa: BLE001 - any unreadable file is the same user error
+            raise TVNetError(f"{path}: not a TVNet weights file ({type(e).__name__})") from None
+        if not isinstance(ckpt, dict) or not {"version", "config", "state_dict"} <= set(ckpt):
+            raise TVNetError(f"{path}: not a TVNet weights file (missing version/config/state_dict)")
+        if ckpt["version"] > WEIGHTS_VERSION:
+            raise TVNetError(f"{path}: weights version {ckpt['version']} is newer than this tvnet")
+        cfg = TVNetConfig.from_dict(dict(ckpt["config"]))
+        if overrides:
+            cfg = cfg.replace(**overrides)
+        model = cls(cfg)
+        sd = ckpt["state_dict"]
+        if "u0" in sd and tuple(sd["u0"].shape[-2:]) != cfg.u0_grid:
+            raise TVNetError(f"{path}: u0 grid {tuple(sd['u0'].shape[-2:])} != config {cfg.u0_grid}")
+        try:
+            model.load_state_dict(sd, strict=True)
+        except RuntimeError as e:
+            raise TVNetError(f"{path}: weights do not match the model: {str(e).splitlines()[0]}") from None
+        model.meta = dict(ckpt.get("meta", {}))
+        return model
+
+    def save(self, path: str | Path, meta: dict | None = None) -> None:
+        """Write `{"version", "config", "state_dict", "meta"}`; atomic (temp file + rename)."""
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        state = {k: v.detach().cpu().clone() for k, v in self.state_dict().items()}
+        ckpt = {"version": WEIGHTS_VERSION, "config": self.config.to_dict(),
+                "state_dict": state, "meta": dict(meta or {})}
+        tmp = path.with_name(path.name + ".tmp")
+        torch.save(ckpt, tmp)
+        tmp.replace(path)
+
+    # -- what trains ----------------------------------------------------------------------
+    def filter_parameters(self) -> list[nn.Parameter]:
+        return [self.centred_taps, self.forward_taps, self.backward_taps]
+
+    def set_trainable(self, which: str) -> None:
+        """`which` in {"all", "filters", "u0", "none"}: choose what `requires_grad`."""
+        if which not in ("all", "filters", "u0", "none"):
+            raise TVNetError(f"trainable part must be all, filters, u0 or none, not {which!r}")
+        for p in self.filter_parameters():
+            p.requires_grad_(which in ("all", "filters"))
+        self.u0.requires_grad_(which in ("all", "u0"))
+
+    # -- the computation --------------------------------------------------------------------
+    def prepare(self, frame0: torch.Tensor, frame1: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Frames -> the grey, jointly normalised (0..255), optionally smoothed pair
+        `(B, 1, H, W)` x 2 that the solver and the energy work on."""
+        if frame0.shape != frame1.shape:
+            raise TVNetError(f"frame shapes differ: {tuple(frame0.shape)} vs {tuple(frame1.shape)}")
+        dtype = self.u0.dtype
+        i0 = ops.to_grey(frame0).to(dtype)
+        i1 = ops.to_grey(frame1).to(dtype)
+        i0, i1 = ops.normalize_pair(i0, i1)
+        s = self.config.smooth_sigma
+        return ops.gaussian_blur(i0, s), ops.gaussian_blur(i1, s)
+
+    def initial_flow(self, size: tuple[int, int], full: tuple[int, int], batch: int) -> torch.Tensor:
+        """u0 resampled to a pyramid level of `size`, in that level's pixels `(B, 2, h, w)`."""
+        u0 = ops.resize(self.u0, size)
+        scale = torch.tensor([size[1] / full[1], size[0] / full[0]], dtype=u0.dtype, device=u0.device)
+        return (u0 * scale.view(1, 2, 1, 1)).expand(batch, -1, -1, -1)
+
+    def solve(self, i0: torch.Tensor, i1: torch.Tensor) -> torch.Tensor:
+        """Coarse-to-fine TV-L1 on prepared grey frames `(B, 1, H, W)` -> flow `(B, 2, H, W)`."""
+        cfg = self.config
+        b, _, h, w = i0.shape
+        sizes = ops.pyramid_sizes(h, w, cfg.scales, cfg.zfactor)
+        taps = (self.centred_taps, self.forward_taps, self.backward_taps)
+        u = self.initial_flow(sizes[-1], (h, w), b)
+        for size in reversed(sizes):  # coarsest first; every level resampled from full size
+            u = ops.resize_flow(u, size)
+            u = _tv_l1_level(ops.resize(i0, size), ops.resize(i1, size), u, cfg, taps)
+        return u
+
+    def forward(self, frame0: torch.Tensor, frame1: torch.Tensor) -> torch.Tensor:
+        i0, i1 = self.prepare(frame0, frame1)
+        return self.solve(i0, i1)
+
+    @torch.inference_mode()
+    def predict(self, frame0: torch.Tensor, frame1: torch.Tensor) -> torch.Tensor:
+        """Inference fast path: no autograd bookkeeping; honours `stop_tol`."""
+        return self.forward(frame0, frame1)
+
+    def extra_repr(self) -> str:
+        return repr(self.config)
