@@ -1,0 +1,142 @@
+"""`tvnet extract`: parse options, build an `ExtractConfig`, call `tvnet_cli.extract.extract`.
+
+rich lives here only: the library reports progress through a callback.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import click
+
+FORMAT_CHOICES = ("jpeg", "h5", "flo", "npy")
+
+
+def _formats(ctx: click.Context, param: click.Parameter, value: tuple[str, ...]) -> tuple[str, ...]:
+    """`--format jpeg --format h5` or `--format jpeg,h5`."""
+    out = []
+    for v in value or ("jpeg",):
+        for f in v.split(","):
+            f = f.strip().lower()
+            if f not in FORMAT_CHOICES:
+                raise click.BadParameter(f"{f!r} is not one of {', '.join(FORMAT_CHOICES)}")
+            out.append(f)
+    return tuple(dict.fromkeys(out))
+
+
+@click.command(context_settings={"show_default": True})
+@click.argument("inputs", nargs=-1, required=True)
+@click.option("--out", "-o", type=click.Path(path_type=Path), required=True,
+              help="Output folder (mirrors the input folders).")
+@click.option("--format", "-f", "formats", multiple=True, callback=_formats, metavar="FMT[,FMT]",
+              help="jpeg (TSN/mmaction2 flow_x/flow_y/img JPEGs), h5 (one HDF5 file per video), "
+                   "flo, npy (float fields). Repeat or comma-separate for several.  [default: jpeg]")
+@click.option("--preset", default="tvnet-50", help="Model preset (see `tvnet presets`).")
+@click.option("--scales", type=int, help="Override the preset's pyramid scales.")
+@click.option("--warps", type=int, help="Override the preset's warps per scale.")
+@click.option("--iters", type=int, help="Override the preset's iterations per warp.")
+@click.option("--weights", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="Trained TVNet weights file (instead of --preset).")
+@click.option("--bound", type=float, default=20.0, help="Quantisation bound in pixels (JPEG, h5 uint8).")
+@click.option("--step", type=int, default=1, help="Pair frame t with frame t+STEP.")
+@click.option("--width", type=int, help="Resize frames to this width (alone: keep aspect ratio).")
+@click.option("--height", type=int, help="Resize frames to this height (alone: keep aspect ratio).")
+@click.option("--short-side", type=int, help="Resize so the shorter side has this length.")
+@click.option("--start-index", type=int, default=1, help="Number of the first file (flow_x_00001.jpg).")
+@click.option("--no-frames", is_flag=True, help="Do not write the img_*.jpg RGB frames (jpeg format).")
+@click.option("--h5-dtype", type=click.Choice(["float16", "float32", "uint8"]), default="float16",
+              help="HDF5 flow dtype (uint8 = quantised with --bound).")
+@click.option("--jpeg-quality", type=int, default=95, help="JPEG quality, 1..100.")
+@click.option("--batch", type=int, default=8, help="Frame pairs per model call (across videos).")
+@click.option("--gpus", default=None,
+              help="GPU ids, e.g. 0,1 (one worker process each); \"\" = CPU.  "
+                   "[default: GPU 0 if CUDA is available, else CPU; cuda:LOCAL_RANK under torchrun]")
+@click.option("--classes", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="Class names for the labels, one a line (or UCF101 classInd.txt). "
+                   "[default: sorted class folder names]")
+@click.option("--overwrite", is_flag=True, help="Redo videos that are already complete.")
+@click.option("--decoders", type=int, default=2, help="Videos decoded at the same time (threads).")
+@click.option("--writers", type=int, default=4, help="Writer threads (JPEG encoding, files).")
+@click.option("--threads", type=int, help="torch CPU threads per worker.  [default: torch's]")
+def extract(inputs: tuple[str, ...], out: Path, formats: tuple[str, ...], preset: str,
+            scales: int | None, warps: int | None, iters: int | None, weights: Path | None,
+            bound: float, step: int, width: int | None, height: int | None, short_side: int | None,
+            start_index: int, no_frames: bool, h5_dtype: str, jpeg_quality: int, batch: int,
+            gpus: str | None, classes: Path | None, overwrite: bool, decoders: int, writers: int,
+            threads: int | None) -> None:
+    """Compute optical flow for videos, folders of videos (recursive) or @list.txt files.
+
+    Output mirrors each video's folder: UCF-101/ApplyEyeMakeup/v_x.avi ->
+    OUT/ApplyEyeMakeup/v_x/flow_x_00001.jpg ... Re-running skips complete videos.
+    Exit status 1 when any video failed (see OUT/failures.txt), 2 for usage errors.
+    """
+    import torch
+
+    from ..errors import TVNetError
+    from ..extract import ExtractConfig, extract as run_extract, parse_gpus, torchrun_shard
+
+    for inp in inputs:
+        p = Path(inp[1:] if inp.startswith("@") else inp)
+        if not p.exists():
+            raise click.BadParameter(f"{p}: not found", param_hint="INPUTS")
+    try:
+        rank, world = torchrun_shard()
+        local = os.environ.get("LOCAL_RANK")
+        devices = parse_gpus(gpus, torch.cuda.device_count(), int(local) if local else None)
+        config = ExtractConfig(
+            out=out, formats=formats, preset=preset, scales=scales, warps=warps, iters=iters,
+            weights=weights, bound=bound, step=step, width=width, height=height,
+            short_side=short_side, start_index=start_index, frames=not no_frames,
+            h5_dtype=h5_dtype, jpeg_quality=jpeg_quality, batch=batch, devices=devices,
+            overwrite=overwrite, classes=classes, decoders=decoders, writers=writers,
+            torch_threads=threads, rank=rank, world_size=world)
+    except TVNetError as e:
+        raise click.UsageError(str(e)) from None
+
+    summary = _run_with_progress(inputs, config, run_extract)
+    if summary.failed:
+        sys.exit(1)
+
+
+def _run_with_progress(inputs, config, run_extract):
+    """Run with one rich bar over all videos (flows/s, ETA), then print a summary table."""
+    import time
+
+    from rich.console import Console
+    from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
+                               TimeElapsedColumn, TimeRemainingColumn)
+    from rich.table import Table
+
+    console = Console(stderr=True)
+    state = {"flows": 0, "t0": time.perf_counter()}
+    with Progress(TextColumn("[bold]extract"), BarColumn(), MofNCompleteColumn(),
+                  TextColumn("videos  {task.fields[rate]:>8} flows/s"), TimeElapsedColumn(),
+                  TextColumn("ETA"), TimeRemainingColumn(), console=console) as bar:
+        task = bar.add_task("extract", total=None, rate="-")
+
+        def progress(kind: str, value) -> None:
+            if kind == "total":
+                bar.update(task, total=value)
+            elif kind == "flows":
+                state["flows"] += value
+                dt = time.perf_counter() - state["t0"]
+                bar.update(task, rate=f"{state['flows'] / dt:.1f}" if dt > 0 else "-")
+            elif kind == "video":
+                if value.status == "failed":
+                    bar.console.print(f"[red]failed[/red] {value.message}", markup=True, highlight=False)
+                bar.advance(task)
+
+        summary = run_extract(inputs, config, progress)
+
+    table = Table(title=f"tvnet extract -> {config.out}")
+    for col in ("done", "skipped", "failed", "frames", "flow fields", "flows/s", "seconds"):
+        table.add_column(col, justify="right")
+    table.add_row(str(summary.done), str(summary.skipped), str(summary.failed), str(summary.frames),
+                  str(summary.flows), f"{summary.flows_per_s:.1f}", f"{summary.seconds:.1f}")
+    console.print(table)
+    if summary.failed:
+        console.print(f"{summary.failed} video(s) failed; list in {config.out / 'failures.txt'}",
+                      highlight=False)
+    return summary
