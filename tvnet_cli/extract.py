@@ -616,8 +616,8 @@ class _Runner:
 # ---------------------------------------------------------------------------------------
 # several devices: one spawned process each
 # ---------------------------------------------------------------------------------------
-def _worker(jobs: list[VideoJob], config: ExtractConfig, device: str, events) -> None:
-    """Entry point of a spawned worker: run its shard, stream progress and results back."""
+def _worker(wid: int, jobs: list[VideoJob], config: ExtractConfig, device: str, events) -> None:
+    """Entry point of spawned worker `wid`: run its shard, stream progress and results back."""
     try:
         if device.startswith("cuda"):
             import torch
@@ -628,7 +628,7 @@ def _worker(jobs: list[VideoJob], config: ExtractConfig, device: str, events) ->
         events.put(("error", str(e)))
     except Exception as e:  # noqa: BLE001 - reported by the parent as this worker's failure
         events.put(("error", f"worker on {device}: {type(e).__name__}: {e}"))
-    events.put(("exit", device))
+    events.put(("exit", wid))
 
 
 def _run_spawned(jobs: list[VideoJob], config: ExtractConfig, progress: Progress) -> list[VideoResult]:
@@ -637,24 +637,23 @@ def _run_spawned(jobs: list[VideoJob], config: ExtractConfig, progress: Progress
 
     ctx = mp.get_context("spawn")
     events = ctx.Queue()
-    procs = {}
-    shards = {}
-    for i, device in enumerate(config.devices):
-        shards[device] = shard(jobs, i, len(config.devices))
-        p = ctx.Process(target=_worker, args=(shards[device], config, device, events), daemon=False)
+    procs = []
+    for wid, device in enumerate(config.devices):
+        p = ctx.Process(target=_worker, name=f"tvnet-extract-{device}",
+                        args=(wid, shard(jobs, wid, len(config.devices)), config, device, events))
         p.start()
-        procs[device] = p
+        procs.append(p)
     results: list[VideoResult] = []
     errors: list[str] = []
-    live = set(procs)
+    live = set(range(len(procs)))
     while live:
         try:
             kind, value = events.get(timeout=1.0)
         except queue.Empty:
-            for d in list(live):
-                if not procs[d].is_alive():  # died without saying goodbye (killed, OOM)
-                    errors.append(f"worker on {d} died (exit code {procs[d].exitcode})")
-                    live.discard(d)
+            for wid in list(live):
+                if not procs[wid].is_alive():  # died without saying goodbye (killed, OOM)
+                    errors.append(f"worker on {config.devices[wid]} died (exit code {procs[wid].exitcode})")
+                    live.discard(wid)
             continue
         if kind == "exit":
             live.discard(value)
@@ -664,7 +663,7 @@ def _run_spawned(jobs: list[VideoJob], config: ExtractConfig, progress: Progress
             if kind == "video":
                 results.append(value)
             progress(kind, value)
-    for p in procs.values():
+    for p in procs:
         p.join()
     seen = {r.rel for r in results}
     msg = "; ".join(errors) or "worker stopped"

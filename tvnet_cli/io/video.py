@@ -88,6 +88,10 @@ def _open(path: Path):
     if not container.streams.video:
         container.close()
         raise TVNetError(f"{path}: no video stream")
+    stream = container.streams.video[0]
+    if stream.codec_context is None:
+        container.close()
+        raise TVNetError(f"{path}: unreadable codec (this FFmpeg has no decoder for it)")
     return container
 
 
