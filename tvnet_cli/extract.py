@@ -678,7 +678,7 @@ def _run_spawned(jobs: list[VideoJob], config: ExtractConfig, progress: Progress
 # ---------------------------------------------------------------------------------------
 # the entry point
 # ---------------------------------------------------------------------------------------
-def _check_out(out: Path) -> None:
+def check_output(out: Path) -> None:
     """The output folder must exist or be creatable, and be writable."""
     try:
         out.mkdir(parents=True, exist_ok=True)
@@ -751,7 +751,7 @@ def extract(inputs: Sequence[str | Path], config: ExtractConfig,
     """
     t0 = time.perf_counter()
     progress = progress or (lambda kind, value: None)
-    _check_out(config.out)
+    check_output(config.out)
     jobs, failures = plan(inputs, config)
     progress("total", len(jobs) + len(failures))
     results: list[VideoResult] = []

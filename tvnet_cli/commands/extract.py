@@ -75,7 +75,7 @@ def extract(inputs: tuple[str, ...], out: Path, formats: tuple[str, ...], preset
     import torch
 
     from ..errors import TVNetError
-    from ..extract import ExtractConfig, extract as run_extract, parse_gpus, torchrun_shard
+    from ..extract import ExtractConfig, check_output, extract as run_extract, parse_gpus, torchrun_shard
 
     for inp in inputs:
         p = Path(inp[1:] if inp.startswith("@") else inp)
@@ -95,6 +95,7 @@ def extract(inputs: tuple[str, ...], out: Path, formats: tuple[str, ...], preset
     except TVNetError as e:
         raise click.UsageError(str(e)) from None
 
+    check_output(config.out)  # before the bar: a fatal error prints as one line
     summary = _run_with_progress(inputs, config, run_extract)
     if summary.failed:
         sys.exit(1)
@@ -105,6 +106,7 @@ def _run_with_progress(inputs, config, run_extract):
     import time
 
     from rich.console import Console
+    from rich.markup import escape
     from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
                                TimeElapsedColumn, TimeRemainingColumn)
     from rich.table import Table
@@ -125,7 +127,8 @@ def _run_with_progress(inputs, config, run_extract):
                 bar.update(task, rate=f"{state['flows'] / dt:.1f}" if dt > 0 else "-")
             elif kind == "video":
                 if value.status == "failed":
-                    bar.console.print(f"[red]failed[/red] {value.message}", markup=True, highlight=False)
+                    bar.console.print(f"[red]failed[/red] {escape(value.message)}", highlight=False,
+                                      soft_wrap=True)  # one line per video, never wrapped
                 bar.advance(task)
 
         summary = run_extract(inputs, config, progress)
@@ -138,5 +141,5 @@ def _run_with_progress(inputs, config, run_extract):
     console.print(table)
     if summary.failed:
         console.print(f"{summary.failed} video(s) failed; list in {config.out / 'failures.txt'}",
-                      highlight=False)
+                      highlight=False, soft_wrap=True)
     return summary
