@@ -1,0 +1,185 @@
+"""`tvnet epe`, `tvnet train`, `tvnet viz`: evaluate, train and picture optical flow.
+
+Thin click wrappers: parse options, build a config, call one library function. rich (the
+tables and progress bars) is used only here; the library takes progress callbacks.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+
+LAYOUT_CHOICE = click.Choice(["middlebury", "sintel", "kitti", "chairs"])
+
+
+def _model_spec(preset: str, weights: Path | None) -> str:
+    return str(weights) if weights is not None else preset
+
+
+def _size(text: str | None) -> tuple[int, int] | None:
+    """'HxW' -> (h, w)."""
+    if not text:
+        return None
+    try:
+        h, w = (int(v) for v in text.lower().split("x"))
+    except ValueError:
+        raise click.BadParameter(f"expected HxW (e.g. 128x128), got {text!r}") from None
+    return h, w
+
+
+def _names(text: str | None) -> tuple[str, ...]:
+    return tuple(n.strip() for n in text.split(",") if n.strip()) if text else ()
+
+
+# -- epe --------------------------------------------------------------------------------------
+@click.command()
+@click.argument("dataset", type=click.Path(path_type=Path))
+@click.option("--layout", type=LAYOUT_CHOICE, default=None, help="Dataset layout (default: detect).")
+@click.option("--preset", default="tvnet-50", show_default=True, help="Model preset (see `tvnet presets`).")
+@click.option("--weights", type=click.Path(path_type=Path), default=None, help="Trained weights file (overrides --preset).")
+@click.option("--pass", "sintel_pass", type=click.Choice(["clean", "final"]), default="clean", show_default=True,
+              help="MPI-Sintel rendering pass.")
+@click.option("--kitti-gt", type=click.Choice(["flow_occ", "flow_noc"]), default="flow_occ", show_default=True,
+              help="KITTI ground truth: all pixels or non-occluded only.")
+@click.option("--json", "json_out", type=click.Path(path_type=Path), default=None, help="Also write the results as JSON.")
+@click.option("--save-flow", type=click.Path(path_type=Path), default=None, help="Write predicted .flo files here.")
+@click.option("--compare", type=click.Choice(["opencv"]), default=None,
+              help="Add OpenCV DualTVL1 rows with the same settings (needs opencv-contrib).")
+@click.option("--threads", type=int, default=2, show_default=True, help="CPU threads for torch.")
+def epe(dataset: Path, layout: str | None, preset: str, weights: Path | None, sintel_pass: str, kitti_gt: str,
+        json_out: Path | None, save_flow: Path | None, compare: str | None, threads: int) -> None:
+    """End-point error of a model on a flow dataset with ground truth.
+
+    Layouts: Middlebury (other-data/ + other-gt-flow/, or <Seq>/frame10.png, frame11.png,
+    flow10.flo), MPI-Sintel training (training/{clean,final}/, training/flow/), KITTI 2012/2015
+    training (image_2 or colored_0, flow_occ/flow_noc PNGs), FlyingChairs (*_img1.ppm,
+    *_img2.ppm, *_flow.flo). Unknown ground truth is masked. Reports EPE, AAE (degrees),
+    outliers > 3 px, the KITTI Fl rate (> 3 px and > 5 %) and valid pixels.
+    """
+    from rich.console import Console
+    from rich.progress import Progress
+    from rich.table import Table
+
+    from ..metrics import EpeConfig, evaluate_dataset
+
+    cfg = EpeConfig(data=str(dataset), layout=layout, model=_model_spec(preset, weights),
+                    sintel_pass=sintel_pass, kitti_gt=kitti_gt,
+                    save_flow=str(save_flow) if save_flow else None,
+                    compare_opencv=compare == "opencv", threads=threads)
+    console = Console(stderr=True)
+    with Progress(console=console, transient=True) as bar:
+        task = bar.add_task("evaluating", total=None)
+        res = evaluate_dataset(cfg, lambda i, n, name: bar.update(task, completed=i, total=n,
+                                                                  description=f"evaluating {name}"))
+    table = Table(title=f"{res['model']} on {dataset} ({res['layout']})")
+    for col in ("sequence", "method", "EPE", "AAE °", "> 3 px %", "Fl %", "valid px"):
+        table.add_column(col, justify="left" if col in ("sequence", "method") else "right")
+    groups = [(res["model"], res["rows"], res["mean"])]
+    if "opencv_rows" in res:
+        groups.append(("opencv-tvl1", res["opencv_rows"], res["opencv_mean"]))
+
+    def add(name: str, method: str, m: dict, end: bool = False) -> None:
+        table.add_row(name, method, f"{m['epe']:.3f}", f"{m['aae']:.2f}", f"{100 * m['out3']:.2f}",
+                      f"{100 * m['fl']:.2f}", f"{m['valid']}", end_section=end)
+
+    for i, row in enumerate(res["rows"]):
+        for method, rows, _ in groups:
+            add(row["name"], method, rows[i], end=method == groups[-1][0])
+    for method, _, mean in groups:
+        add("mean", method, mean)
+    Console().print(table)
+    if res["skipped"]:
+        console.print(f"{len(res['skipped'])} pair(s) without ground truth skipped: {', '.join(res['skipped'])}")
+    if json_out is not None:
+        json_out.parent.mkdir(parents=True, exist_ok=True)
+        json_out.write_text(json.dumps(res, indent=2))
+
+
+# -- train ------------------------------------------------------------------------------------
+@click.command()
+@click.argument("dataset", type=click.Path(path_type=Path), required=False)
+@click.option("--out", type=click.Path(path_type=Path), required=True, help="Weights file to write (.pt).")
+@click.option("--unsupervised", "videos", type=click.Path(path_type=Path), default=None,
+              help="Fine-tune on unlabelled videos (folder or file) with the TV-L1 energy instead of GT.")
+@click.option("--layout", type=LAYOUT_CHOICE, default=None, help="Layout of DATASET (default: detect).")
+@click.option("--pairs", default=None, help="Train only on these pair names (comma separated).")
+@click.option("--val", "val_data", multiple=True, type=click.Path(path_type=Path),
+              help="Validation dataset with ground truth (repeatable).")
+@click.option("--val-pairs", default=None, help="Validate only on these pair names (comma separated).")
+@click.option("--init", default="tvnet-50", show_default=True, help="Start from this preset or weights file.")
+@click.option("--train", "train_part", type=click.Choice(["all", "filters", "u0"]), default="all", show_default=True,
+              help="What trains: filters, the initial flow u0, or both.")
+@click.option("--optimizer", type=click.Choice(["adam", "sgd"]), default="adam", show_default=True)
+@click.option("--lr", type=float, default=0.05, show_default=True, help="Learning rate (paper: 0.05).")
+@click.option("--u0-lr", type=float, default=None, help="Learning rate of u0 (default: --lr).")
+@click.option("--steps", type=int, default=3000, show_default=True, help="Optimiser steps (paper: 3000).")
+@click.option("--batch", type=int, default=1, show_default=True)
+@click.option("--crop", default=None, help="Random crops HxW (default: whole pairs).")
+@click.option("--flip/--no-flip", default=False, show_default=True, help="Random flips.")
+@click.option("--scale", type=float, default=1.0, show_default=True, help="Resize training pairs (and flow).")
+@click.option("--video-frames", type=int, default=64, show_default=True, help="Frames read per video.")
+@click.option("--video-size", default=None, help="Decode videos at HxW.")
+@click.option("--val-every", type=int, default=100, show_default=True)
+@click.option("--checkpoint-every", type=int, default=100, show_default=True)
+@click.option("--resume", is_flag=True, help="Continue from <out>.ckpt.")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--threads", type=int, default=2, show_default=True, help="CPU threads for torch.")
+def train(dataset: Path | None, out: Path, videos: Path | None, layout: str | None, pairs: str | None,
+          val_data: tuple[Path, ...], val_pairs: str | None, init: str, train_part: str, optimizer: str,
+          lr: float, u0_lr: float | None, steps: int, batch: int, crop: str | None, flip: bool, scale: float,
+          video_frames: int, video_size: str | None, val_every: int, checkpoint_every: int, resume: bool,
+          seed: int, threads: int) -> None:
+    """Train TVNet on ground-truth flow (EPE loss) or, with --unsupervised, on videos.
+
+    Writes OUT (use it with `tvnet epe --weights` / `tvnet extract --weights`), a resumable
+    checkpoint OUT.ckpt and a loss curve <OUT stem>.loss.png.
+    """
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    from ..train_flow import TrainFlowConfig, train_flow
+
+    if (dataset is None) == (videos is None):
+        raise click.UsageError("give either DATASET (supervised) or --unsupervised VIDEOS")
+    cfg = TrainFlowConfig(
+        data=str(videos or dataset), layout=layout, pairs=_names(pairs),
+        val_data=tuple(str(v) for v in val_data), val_pairs=_names(val_pairs), init=init, train=train_part,
+        optimizer=optimizer, lr=lr, u0_lr=u0_lr, steps=steps, batch=batch, crop=_size(crop), flip=flip,
+        scale=scale, unsupervised=videos is not None, video_frames=video_frames, video_size=_size(video_size),
+        val_every=val_every, checkpoint_every=checkpoint_every, seed=seed, threads=threads)
+    console = Console(stderr=True)
+    cols = (TextColumn("training"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[info]}"),
+            TimeRemainingColumn())
+    with Progress(*cols, console=console) as bar:
+        task = bar.add_task("train", total=steps, info="")
+
+        def report(step: int, total: int, loss: float, val: float | None) -> None:
+            info = f"loss {loss:.4f}" + (f"  val EPE {val:.3f}" if val is not None else "")
+            bar.update(task, completed=step, info=info)
+
+        res = train_flow(cfg, out, resume=resume, progress=report)
+    for split in ("train", "val"):
+        b, a = res.before.get(split), res.after.get(split)
+        if b and a:
+            console.print(f"{split} EPE: {b['epe']:.3f} -> {a['epe']:.3f}")
+    console.print(f"wrote {res.weights} and {res.loss_png}")
+
+
+# -- viz ----------------------------------------------------------------------------------------
+@click.command()
+@click.argument("flow", type=click.Path(path_type=Path))
+@click.option("--out", type=click.Path(path_type=Path), required=True,
+              help="Folder of PNGs, one .png (single field) or an .mp4 video.")
+@click.option("--max-flow", type=float, default=None, help="Speed (px) at full colour; fixed = comparable pictures.")
+@click.option("--bound", type=float, default=20.0, show_default=True, help="Quantisation bound of JPEG flow.")
+@click.option("--legend/--no-legend", default=True, show_default=True)
+@click.option("--fps", type=float, default=10.0, show_default=True, help="Frame rate of .mp4 output.")
+def viz(flow: Path, out: Path, max_flow: float | None, bound: float, legend: bool, fps: float) -> None:
+    """Colour-code flow (.flo, .h5 `flow` dataset, folder of .flo or flow_x/flow_y JPEGs)
+    with the Middlebury colour wheel."""
+    from ..viz import VizConfig, render
+
+    written = render(flow, out, VizConfig(max_flow=max_flow, bound=bound, legend=legend, fps=fps))
+    click.echo(f"wrote {len(written)} file(s) to {out}")

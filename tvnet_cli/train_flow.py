@@ -1,0 +1,369 @@
+"""Training TVNet on optical flow: supervised (EPE to ground truth, paper Sec. 5.1) or
+unsupervised (the exact TV-L1 energy on unlabelled video, no ground truth needed).
+
+`train_flow(cfg, out, progress=...)` is the one library entry point (the CLI wraps it). It
+writes a weights file (`TVNet.save`) whose meta records the config, data, steps and the EPE
+before/after, a resumable checkpoint `<out>.ckpt` and a loss-curve PNG `<out stem>.loss.png`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .errors import TVNetError
+from .io.datasets import PairData, find_pairs, load_pair
+from .metrics import flow_errors, mean_errors
+from .model import TVNet, tvl1_energy
+
+CKPT_VERSION = 1
+TRAINABLE = ("all", "filters", "u0")
+OPTIMIZERS = ("adam", "sgd")
+
+
+@dataclass(frozen=True)
+class TrainFlowConfig:
+    """What to train, on what, how. Defaults follow the paper (lr 0.05, 3000 steps)."""
+
+    data: str  # dataset folder (any `tvnet epe` layout), or a folder/file of videos if unsupervised
+    layout: str | None = None  # None = detect
+    pairs: tuple[str, ...] = ()  # only these pair names (empty = all with ground truth)
+    val_data: tuple[str, ...] = ()  # validation datasets (EPE), any layout; empty = none
+    val_layout: str | None = None
+    val_pairs: tuple[str, ...] = ()
+    init: str = "tvnet-50"  # preset name or weights file to start from
+    train: str = "all"  # all | filters | u0
+    optimizer: str = "adam"  # adam | sgd (momentum 0.9)
+    lr: float = 0.05
+    u0_lr: float | None = None  # learning rate of u0 (pixels) if different from lr (filters)
+    steps: int = 3000
+    batch: int = 1
+    crop: tuple[int, int] | None = None  # (h, w) random crop; None = whole pairs
+    flip: bool = False  # random horizontal/vertical flips (flow signs follow)
+    scale: float = 1.0  # resize training pairs (flow scaled too) before cropping, for speed
+    unsupervised: bool = False  # TV-L1 energy on video frame pairs instead of EPE
+    video_frames: int = 64  # frames read per video (unsupervised)
+    video_size: tuple[int, int] | None = None  # (h, w) decode size for videos
+    val_every: int = 100
+    checkpoint_every: int = 100
+    seed: int = 0
+    threads: int = 2  # torch CPU threads
+
+    def __post_init__(self) -> None:
+        if self.train not in TRAINABLE:
+            raise TVNetError(f"--train must be one of {', '.join(TRAINABLE)}, not {self.train!r}")
+        if self.optimizer not in OPTIMIZERS:
+            raise TVNetError(f"optimizer must be one of {', '.join(OPTIMIZERS)}, not {self.optimizer!r}")
+        if self.steps < 0 or self.batch < 1 or self.lr <= 0 or self.scale <= 0 or (self.u0_lr or 1) <= 0:
+            raise TVNetError("steps >= 0, batch >= 1, lr > 0, u0_lr > 0 and scale > 0 are required")
+        if isinstance(self.val_data, str):
+            object.__setattr__(self, "val_data", (self.val_data,))
+        for name in ("pairs", "val_pairs", "val_data"):
+            object.__setattr__(self, name, tuple(getattr(self, name)))
+        for name in ("crop", "video_size"):
+            v = getattr(self, name)
+            object.__setattr__(self, name, None if v is None else tuple(int(x) for x in v))
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+@dataclass
+class TrainResult:
+    """Where things were written and what was measured (EPE dicts are `mean_errors` output)."""
+
+    weights: Path
+    loss_png: Path
+    steps: int
+    losses: list[float] = field(default_factory=list)
+    val_curve: list[tuple[int, float]] = field(default_factory=list)
+    before: dict = field(default_factory=dict)  # {"train": {...}, "val": {...}} EPE before training
+    after: dict = field(default_factory=dict)
+
+
+# progress(step, total_steps, loss, latest validation EPE or None)
+ProgressFn = Callable[[int, int, float, float | None], None]
+
+
+# -- data ----------------------------------------------------------------------------------
+def to_tensor(img: np.ndarray) -> torch.Tensor:
+    """`(H, W, 3)` uint8 -> float `(1, 3, H, W)`."""
+    return torch.from_numpy(np.array(img, copy=True)).permute(2, 0, 1)[None].float()
+
+
+def load_gt_pairs(root: str, layout: str | None, names: tuple[str, ...]) -> list[PairData]:
+    """The pairs of a dataset that have ground truth, optionally only those named."""
+    _, pairs = find_pairs(root, layout, require_gt=True)
+    if names:
+        known = {p.name for p in pairs}
+        missing = [n for n in names if n not in known]
+        if missing:
+            raise TVNetError(f"{root}: no ground-truth pair named {', '.join(missing)} "
+                             f"(have: {', '.join(sorted(known))})")
+        pairs = [p for p in pairs if p.name in names]
+    return [load_pair(p) for p in pairs]
+
+
+def _rescale(d: PairData, scale: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Pair -> tensors (f0, f1 `(1, 3, h, w)`, gt `(1, 2, h, w)`, valid `(1, 1, h, w)`) at `scale`."""
+    f0, f1 = to_tensor(d.frame0), to_tensor(d.frame1)
+    gt = torch.from_numpy(d.gt).permute(2, 0, 1)[None]
+    valid = torch.from_numpy(d.valid)[None, None].float()
+    if scale != 1.0:
+        h, w = (max(8, round(s * scale)) for s in f0.shape[-2:])
+        f0 = torch.nn.functional.interpolate(f0, (h, w), mode="area")
+        f1 = torch.nn.functional.interpolate(f1, (h, w), mode="area")
+        gt = torch.nn.functional.interpolate(gt * valid, (h, w), mode="area")
+        cover = torch.nn.functional.interpolate(valid, (h, w), mode="area")
+        gt = gt / cover.clamp_min(1e-6) * scale
+        valid = (cover > 0.999).float()
+    return f0, f1, gt, valid
+
+
+def _video_pairs(cfg: TrainFlowConfig) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """Consecutive frame pairs `(1, 3, H, W)` x 2 from every video under `cfg.data`."""
+    from .io.video import read_frames
+
+    root = Path(cfg.data)
+    if root.is_file():
+        videos = [root]
+    elif root.is_dir():
+        videos = sorted(p for p in root.rglob("*") if p.suffix.lower() in (".mp4", ".avi", ".mkv", ".mov", ".webm"))
+    else:
+        raise TVNetError(f"{root}: video folder not found")
+    if not videos:
+        raise TVNetError(f"{root}: no videos (.mp4, .avi, .mkv, .mov, .webm) found")
+    out = []
+    for v in videos:
+        frames = read_frames(v, size=cfg.video_size, max_frames=cfg.video_frames)  # (T, H, W, 3)
+        out += [(to_tensor(a), to_tensor(b)) for a, b in zip(frames, frames[1:])]
+    if not out:
+        raise TVNetError(f"{root}: videos have fewer than 2 frames")
+    return out
+
+
+def _crop_flip(tensors: list[torch.Tensor], cfg: TrainFlowConfig, gen: torch.Generator,
+               flow_idx: int | None) -> list[torch.Tensor]:
+    """Same random crop / flips for all tensors `(1, C, H, W)`; the flow (index) changes sign."""
+    h, w = tensors[0].shape[-2:]
+    if cfg.crop is not None:
+        ch, cw = min(cfg.crop[0], h), min(cfg.crop[1], w)
+        y = int(torch.randint(0, h - ch + 1, (1,), generator=gen))
+        x = int(torch.randint(0, w - cw + 1, (1,), generator=gen))
+        tensors = [t[..., y:y + ch, x:x + cw] for t in tensors]
+    if cfg.flip:
+        for dim, ch in ((3, 0), (2, 1)):  # horizontal flip negates u, vertical negates v
+            if float(torch.rand(1, generator=gen)) < 0.5:
+                tensors = [t.flip(dim) for t in tensors]
+                if flow_idx is not None:
+                    f = tensors[flow_idx].clone()
+                    f[:, ch] = -f[:, ch]
+                    tensors[flow_idx] = f
+    return tensors
+
+
+# -- evaluation ------------------------------------------------------------------------------
+def evaluate(model: TVNet, pairs: list[PairData], scale: float = 1.0) -> dict:
+    """Mean metrics (per pair, then averaged) of `model.predict` on whole pairs at `scale`.
+
+    Returns `mean_errors` output plus "per_pair": {name: metrics}.
+    """
+    rows = {}
+    for d in pairs:
+        f0, f1, gt, valid = _rescale(d, scale)
+        flow = model.predict(f0, f1)[0].permute(1, 2, 0).numpy()  # (h, w, 2)
+        rows[d.name] = flow_errors(flow, gt[0].permute(1, 2, 0).numpy(), valid[0, 0].numpy() > 0)
+    out = mean_errors(list(rows.values()))
+    out["per_pair"] = rows
+    return out
+
+
+# -- training ----------------------------------------------------------------------------------
+def _make_model(cfg: TrainFlowConfig) -> TVNet:
+    init = Path(cfg.init)
+    model = TVNet.from_file(init) if init.suffix == ".pt" else TVNet.from_preset(cfg.init)
+    model.set_trainable(cfg.train)
+    return model
+
+
+def _make_optimizer(cfg: TrainFlowConfig, model: TVNet) -> torch.optim.Optimizer:
+    groups = [{"params": [p for p in model.filter_parameters() if p.requires_grad], "lr": cfg.lr},
+              {"params": [model.u0] if model.u0.requires_grad else [], "lr": cfg.u0_lr or cfg.lr}]
+    groups = [g for g in groups if g["params"]]
+    if cfg.optimizer == "adam":
+        return torch.optim.Adam(groups, lr=cfg.lr)
+    return torch.optim.SGD(groups, lr=cfg.lr, momentum=0.9)
+
+
+def checkpoint_path(out: Path) -> Path:
+    return out.with_name(out.name + ".ckpt")
+
+
+def _save_checkpoint(path: Path, cfg: TrainFlowConfig, model: TVNet, opt: torch.optim.Optimizer,
+                     step: int, losses: list[float], val_curve: list, before: dict, gen: torch.Generator) -> None:
+    state = {"version": CKPT_VERSION, "train_config": json.dumps(cfg.to_dict()), "step": step,
+             "model": model.state_dict(), "model_config": model.config.to_dict(),
+             "optimizer": opt.state_dict(), "losses": losses, "val_curve": val_curve,
+             "before": json.dumps(before), "rng": gen.get_state()}
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(state, tmp)
+    tmp.replace(path)
+
+
+def _load_checkpoint(path: Path, cfg: TrainFlowConfig) -> dict:
+    if not path.is_file():
+        raise TVNetError(f"{path}: no checkpoint to resume from")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # noqa: BLE001 - any unreadable checkpoint is the same user error
+        raise TVNetError(f"{path}: not a training checkpoint ({type(e).__name__})") from None
+    if not isinstance(state, dict) or state.get("version") != CKPT_VERSION:
+        raise TVNetError(f"{path}: not a training checkpoint of this tvnet version")
+    saved = json.loads(state["train_config"])
+    mine = cfg.to_dict()
+    differs = [k for k in ("data", "layout", "pairs", "init", "train", "optimizer", "unsupervised")
+               if json.dumps(saved.get(k)) != json.dumps(mine.get(k))]
+    if differs:
+        raise TVNetError(f"{path}: checkpoint was made with different {', '.join(differs)}; "
+                         "start afresh without --resume or match the settings")
+    return state
+
+
+def train_flow(cfg: TrainFlowConfig, out: str | Path, *, resume: bool = False,
+               progress: ProgressFn | None = None) -> TrainResult:
+    """Train a TVNet as `cfg` says and save it to `out` (see module docstring)."""
+    out = Path(out)
+    torch.set_num_threads(max(1, cfg.threads))
+    gen = torch.Generator().manual_seed(cfg.seed)
+    model = _make_model(cfg)
+    opt = _make_optimizer(cfg, model)
+
+    if cfg.unsupervised:
+        train_items = _video_pairs(cfg)
+        train_gt: list[PairData] = []
+    else:
+        train_gt = load_gt_pairs(cfg.data, cfg.layout, cfg.pairs)
+        train_items = [_rescale(d, cfg.scale) for d in train_gt]
+    val_gt = [d for root in cfg.val_data for d in load_gt_pairs(root, cfg.val_layout, ())]
+    if cfg.val_pairs:
+        val_gt = [d for d in val_gt if d.name in cfg.val_pairs]
+
+    losses: list[float] = []
+    val_curve: list[tuple[int, float]] = []
+    start = 0
+    ckpt = checkpoint_path(out)
+    if resume:
+        state = _load_checkpoint(ckpt, cfg)
+        model.load_state_dict(state["model"], strict=True)
+        opt.load_state_dict(state["optimizer"])
+        gen.set_state(state["rng"])
+        start, losses, val_curve = state["step"], list(state["losses"]), [tuple(v) for v in state["val_curve"]]
+        before = json.loads(state["before"])
+    else:
+        with torch.no_grad():
+            before = {"train": evaluate(model, train_gt, cfg.scale) if train_gt else None,
+                      "val": evaluate(model, val_gt) if val_gt else None}
+
+    last_val = val_curve[-1][1] if val_curve else None
+    t0 = time.time()
+    for step in range(start, cfg.steps):
+        opt.zero_grad(set_to_none=True)
+        total = 0.0
+        for _ in range(cfg.batch):  # gradient accumulation: pairs may differ in size
+            i = int(torch.randint(0, len(train_items), (1,), generator=gen))
+            if cfg.unsupervised:
+                f0, f1 = _crop_flip(list(train_items[i]), cfg, gen, None)
+                flow = model(f0, f1)  # (1, 2, h, w)
+                loss = tvl1_energy(flow, *model.prepare(f0, f1), lam=model.config.lam).mean()
+            else:
+                f0, f1, gt, valid = _crop_flip(list(train_items[i]), cfg, gen, 2)
+                flow = model(f0, f1)
+                epe = torch.sqrt(((flow - gt) ** 2).sum(dim=1, keepdim=True) + 1e-8)  # (1, 1, h, w)
+                loss = (epe * valid).sum() / valid.sum().clamp_min(1.0)
+            (loss / cfg.batch).backward()
+            total += loss.item() / cfg.batch
+        if not math.isfinite(total):
+            raise TVNetError(f"training diverged at step {step + 1} (loss {total}); lower --lr")
+        opt.step()
+        losses.append(total)
+        done = step + 1
+        if val_gt and (done % cfg.val_every == 0 or done == cfg.steps):
+            last_val = evaluate(model, val_gt)["epe"]
+            val_curve.append((done, last_val))
+        if done % cfg.checkpoint_every == 0 and done < cfg.steps:
+            _save_checkpoint(ckpt, cfg, model, opt, done, losses, val_curve, before, gen)
+        if progress is not None:
+            progress(done, cfg.steps, total, last_val)
+
+    after = {"train": evaluate(model, train_gt, cfg.scale) if train_gt else None,
+             "val": evaluate(model, val_gt) if val_gt else None}
+    meta = {"trained": True, "train_config": cfg.to_dict(), "steps": cfg.steps,
+            "seconds": round(time.time() - t0, 1),
+            "final_loss": losses[-1] if losses else None,
+            "epe_before": {k: _strip(v) for k, v in before.items()},
+            "epe_after": {k: _strip(v) for k, v in after.items()}}
+    model.save(out, meta=meta)
+    _save_checkpoint(ckpt, cfg, model, opt, cfg.steps, losses, val_curve, before, gen)
+    png = out.with_name(out.stem + ".loss.png")
+    draw_loss_curve(png, losses, val_curve, "TV-L1 energy" if cfg.unsupervised else "EPE loss")
+    return TrainResult(out, png, cfg.steps, losses, val_curve, before, after)
+
+
+def _strip(m: dict | None) -> dict | None:
+    """Metrics dict small enough for the weights file's meta (per-pair EPE only)."""
+    if m is None:
+        return None
+    return {"epe": m["epe"], "aae": m["aae"], "out3": m["out3"],
+            "per_pair_epe": {k: v["epe"] for k, v in m.get("per_pair", {}).items()}}
+
+
+# -- loss curve --------------------------------------------------------------------------------
+def draw_loss_curve(path: Path, losses: list[float], val_curve: list[tuple[int, float]],
+                    label: str = "loss", size: tuple[int, int] = (640, 360)) -> None:
+    """Training loss (grey: per step, blue: running mean) and validation EPE (red dots) as PNG."""
+    from PIL import Image, ImageDraw
+
+    w, h = size
+    left, right, top, bottom = 60, 20, 30, 40
+    img = Image.new("RGB", size, "white")
+    draw = ImageDraw.Draw(img)
+    values = list(losses) + [v for _, v in val_curve]
+    n = max(len(losses), max((s for s, _ in val_curve), default=0), 1)
+    lo, hi = (min(values), max(values)) if values else (0.0, 1.0)
+    if hi - lo < 1e-9:
+        lo, hi = lo - 0.5, hi + 0.5
+    lo = min(lo, 0.0) if lo >= 0 else lo
+
+    def xy(step: float, v: float) -> tuple[float, float]:
+        return (left + (w - left - right) * step / n, top + (h - top - bottom) * (1 - (v - lo) / (hi - lo)))
+
+    draw.rectangle([left, top, w - right, h - bottom], outline="black")
+    for k in range(5):
+        v = lo + (hi - lo) * k / 4
+        y = xy(0, v)[1]
+        draw.line([left - 4, y, left, y], fill="black")
+        draw.text((4, y - 6), f"{v:.3g}", fill="black")
+    for k in range(5):
+        s = n * k / 4
+        x = xy(s, lo)[0]
+        draw.line([x, h - bottom, x, h - bottom + 4], fill="black")
+        draw.text((x - 10, h - bottom + 8), f"{int(s)}", fill="black")
+    if len(losses) > 1:
+        draw.line([xy(i + 1, v) for i, v in enumerate(losses)], fill=(180, 180, 180))
+        k = max(1, len(losses) // 50)
+        smooth = np.convolve(losses, np.ones(k) / k, mode="valid")
+        draw.line([xy(i + k, v) for i, v in enumerate(smooth)], fill=(30, 90, 200), width=2)
+    for s, v in val_curve:
+        x, y = xy(s, v)
+        draw.ellipse([x - 3, y - 3, x + 3, y + 3], fill=(210, 40, 40))
+    draw.text((left, 8), f"{label} (blue), validation EPE (red) vs step", fill="black")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    img.save(path)
