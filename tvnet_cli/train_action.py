@@ -1,0 +1,504 @@
+"""End-to-end action recognition: TVNet -> flow stack -> classifier (paper Sec. 4.3 / 5.2).
+
+`train_action(config)` trains with L = L_c + flow_loss * L_f (cross entropy + the exact
+TV-L1 energy), SGD with momentum and step decays, TVNet's lr = base lr / 255, TSN
+sampling with corner cropping and scale jittering. Data order and augmentation are
+seeded per step, so a resumed run continues exactly. Checkpoints are
+`{"version", "config", "classes", "state_dict", "optimizer", "scaler", "step"}`.
+`evaluate_action(checkpoint)` runs the TSN test protocol (25 segments, 1 or 10 crops).
+Runs under `torchrun` use DistributedDataParallel (one process per GPU).
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import json
+import math
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .classifier import ActionModel, ClassifierConfig
+from .errors import TVNetError
+from .io.datasets_action import (ClipDataset, ClipSpec, VideoItem, batch_plan, check_videos,
+                                 parse_hmdb51, parse_list, parse_ucf101)
+from .model import TVNet
+
+CHECKPOINT_VERSION = 1
+Progress = Callable[[int, int, dict], None]  # (done, total, metrics)
+
+# the paper's schedules (Sec. 5.2): max steps and lr decay steps per dataset
+PAPER_SCHEDULE = {"ucf101": (18000, (10000, 16000)), "hmdb51": (7000, (4000, 6000))}
+
+
+@dataclass(frozen=True)
+class ActionTrainConfig:
+    """Everything that defines an action-training run. Defaults: the paper's settings."""
+
+    # data
+    dataset: str = "ucf101"  # ucf101 | hmdb51 | list
+    root: str = ""  # folder of the videos (list paths are relative to it)
+    annotations: str | None = None  # folder of the official split files
+    split: int = 1
+    train_list: str | None = None  # dataset "list": `<video> <label>` lines
+    test_list: str | None = None
+    out: str = "runs/action"
+    # model
+    tvnet: str = "tvnet-50"  # preset
+    weights: str | None = None  # TVNet weights file (overrides the preset)
+    freeze_tvnet: bool = False
+    flow_loss: float = 0.1  # lambda of L = L_c + lambda L_f
+    tvnet_lr_scale: float = 1.0 / 255.0
+    modality: str = "flow"  # flow | rgb | two-stream
+    depth: int = 18
+    width: int = 64
+    dropout: float = 0.5
+    flow_bound: float = 20.0
+    # clips
+    frame_size: tuple[int, int] = (256, 340)  # decode size (H, W)
+    input_size: int = 224
+    length: int = 6  # frames per stack -> length - 1 flow fields
+    segments: int = 1  # TSN segments per training clip
+    scales: tuple[float, ...] = (1.0, 0.875, 0.75, 0.66)
+    flip: bool = True
+    # optimisation
+    batch: int = 128  # global batch (split over DDP processes)
+    lr: float = 0.005
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    steps: int = 18000
+    lr_steps: tuple[int, ...] = (10000, 16000)
+    lr_gamma: float = 0.1
+    grad_clip: float = 20.0  # max gradient norm (TSN flow: 20); 0 = off
+    amp: bool = True  # mixed precision (CUDA only)
+    device: str = "auto"
+    seed: int = 0
+    workers: int = 4
+    cache_videos: int = 0  # decoded videos kept in memory per worker
+    checkpoint_every: int = 500
+    log_every: int = 10
+    # test protocol
+    test_segments: int = 25
+    test_crops: int = 1  # 1 (centre) or 10 (4 corners + centre, flipped)
+    eval_batch: int = 25  # stacks per forward pass at test time
+
+    def __post_init__(self) -> None:
+        if self.dataset not in ("ucf101", "hmdb51", "list"):
+            raise TVNetError(f"dataset must be ucf101, hmdb51 or list, not {self.dataset!r}")
+        for name in ("batch", "steps", "length", "segments", "input_size", "checkpoint_every", "log_every"):
+            if getattr(self, name) < 1:
+                raise TVNetError(f"train-action: {name} must be >= 1, got {getattr(self, name)}")
+        if self.test_crops not in (1, 10):
+            raise TVNetError(f"train-action: test crops must be 1 or 10, got {self.test_crops}")
+        object.__setattr__(self, "frame_size", tuple(int(v) for v in self.frame_size))
+        object.__setattr__(self, "scales", tuple(float(v) for v in self.scales))
+        object.__setattr__(self, "lr_steps", tuple(int(v) for v in self.lr_steps))
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "ActionTrainConfig":
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(d) - known
+        if unknown:
+            raise TVNetError(f"action config: unknown fields {sorted(unknown)}")
+        return cls(**d)
+
+    def replace(self, **changes) -> "ActionTrainConfig":
+        return dataclasses.replace(self, **changes)
+
+    @property
+    def clip_spec(self) -> ClipSpec:
+        return ClipSpec(self.frame_size, self.input_size, self.length, self.segments,
+                        self.scales, 1, self.flip)
+
+
+# -- data ---------------------------------------------------------------------------------------
+def load_split(config: ActionTrainConfig, check: bool = True) -> tuple[tuple[str, ...], tuple[VideoItem, ...], tuple[VideoItem, ...]]:
+    """(classes, train, test) of the configured dataset; missing videos raise by name."""
+    root = Path(config.root)
+    ann = Path(config.annotations) if config.annotations else None
+    if config.dataset == "ucf101":
+        s = parse_ucf101(ann, config.split, root)
+        classes, train, test = s.classes, s.train, s.test
+    elif config.dataset == "hmdb51":
+        s = parse_hmdb51(ann, config.split, root)
+        classes, train, test = s.classes, s.train, s.test
+    else:
+        if not config.train_list:
+            raise TVNetError("dataset 'list' needs --list FILE (and --test-list FILE to evaluate)")
+        train, classes = parse_list(Path(config.train_list))
+        test = parse_list(Path(config.test_list), classes)[0] if config.test_list else ()
+    if check:
+        check_videos(train, root, "training video")
+        check_videos(test, root, "test video")
+    return classes, train, test
+
+
+class _Plans:
+    """Batch sampler: the `(index, seed)` items of steps start..steps-1 for this process."""
+
+    def __init__(self, n: int, config: ActionTrainConfig, start: int, rank: int, world: int) -> None:
+        self.n, self.config, self.start, self.rank, self.world = n, config, start, rank, world
+
+    def __len__(self) -> int:
+        return self.config.steps - self.start
+
+    def __iter__(self):
+        for step in range(self.start, self.config.steps):
+            yield batch_plan(self.n, self.config.batch, step, self.config.seed)[self.rank::self.world]
+
+
+# -- model ---------------------------------------------------------------------------------------
+def build_model(config: ActionTrainConfig, num_classes: int) -> ActionModel:
+    """TVNet (preset or weights file) + classifier, with TVNet's trainable parts set."""
+    tvnet = TVNet.from_file(config.weights) if config.weights else TVNet.from_preset(config.tvnet)
+    cls_cfg = ClassifierConfig(config.depth, config.width, config.dropout)
+    model = ActionModel(tvnet, num_classes, config.length, config.modality, cls_cfg, config.flow_bound)
+    frozen = config.freeze_tvnet or config.modality == "rgb"
+    tvnet.set_trainable("none" if frozen else "all")
+    return model
+
+
+def make_optimizer(model: ActionModel, config: ActionTrainConfig) -> torch.optim.SGD:
+    """SGD with momentum; TVNet's parameters at lr * tvnet_lr_scale, no weight decay."""
+    tv = [p for p in model.tvnet.parameters() if p.requires_grad]
+    tv_ids = {id(p) for p in model.tvnet.parameters()}
+    rest = [p for p in model.parameters() if p.requires_grad and id(p) not in tv_ids]
+    groups = [{"params": rest, "lr_scale": 1.0, "weight_decay": config.weight_decay}]
+    if tv:
+        groups.append({"params": tv, "lr_scale": config.tvnet_lr_scale, "weight_decay": 0.0})
+    return torch.optim.SGD(groups, lr=config.lr, momentum=config.momentum)
+
+
+def lr_at(config: ActionTrainConfig, step: int) -> float:
+    """Base learning rate at `step` (0-based): step decays by lr_gamma."""
+    return config.lr * config.lr_gamma ** sum(step >= s for s in config.lr_steps)
+
+
+def _device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def _dist_info() -> tuple[int, int, int]:
+    """(rank, world size, local rank) from torchrun's environment; (0, 1, 0) otherwise."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return 0, 1, 0
+    return int(os.environ["RANK"]), world, int(os.environ.get("LOCAL_RANK", "0"))
+
+
+# -- checkpoints --------------------------------------------------------------------------------
+def save_checkpoint(path: Path, model: ActionModel, optimizer, scaler, step: int,
+                    config: ActionTrainConfig, classes: tuple[str, ...]) -> None:
+    """Atomic write of the full training state."""
+    ckpt = {"version": CHECKPOINT_VERSION, "config": config.to_dict(), "classes": list(classes),
+            "step": step, "state_dict": model.state_dict(), "optimizer": optimizer.state_dict(),
+            "scaler": scaler.state_dict() if scaler is not None else None}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(ckpt, tmp)
+    tmp.replace(path)
+
+
+def load_checkpoint(path: Path) -> dict:
+    """Read a checkpoint and check its keys (the state itself is loaded strictly later)."""
+    path = Path(path)
+    if not path.is_file():
+        raise TVNetError(f"{path}: checkpoint not found")
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # noqa: BLE001 - any unreadable file is the same user error
+        raise TVNetError(f"{path}: not an action checkpoint ({type(e).__name__})") from None
+    need = {"version", "config", "classes", "state_dict", "step"}
+    if not isinstance(ckpt, dict) or not need <= set(ckpt):
+        raise TVNetError(f"{path}: not an action checkpoint (missing {sorted(need - set(ckpt or {}))})")
+    if ckpt["version"] > CHECKPOINT_VERSION:
+        raise TVNetError(f"{path}: checkpoint version {ckpt['version']} is newer than this tvnet")
+    return ckpt
+
+
+def model_from_checkpoint(path: Path) -> tuple[ActionModel, ActionTrainConfig, tuple[str, ...], dict]:
+    ckpt = load_checkpoint(path)
+    config = ActionTrainConfig.from_dict(dict(ckpt["config"]))
+    classes = tuple(ckpt["classes"])
+    # the stored state holds TVNet's trained weights; build from its config, not a file
+    model = build_model(config.replace(weights=None), len(classes))
+    try:
+        model.load_state_dict(ckpt["state_dict"], strict=True)
+    except RuntimeError as e:
+        raise TVNetError(f"{path}: checkpoint does not match the model: {str(e).splitlines()[0]}") from None
+    return model, config, classes, ckpt
+
+
+# -- logging and plots -------------------------------------------------------------------------
+LOG_FIELDS = ("step", "lr", "loss", "loss_c", "loss_f", "acc", "sec_per_step")
+
+
+def _read_log(path: Path, upto: int) -> list[dict]:
+    if not path.is_file():
+        return []
+    with path.open(newline="") as f:
+        return [r for r in csv.DictReader(f) if int(r["step"]) <= upto]
+
+
+def _write_log(path: Path, rows: list[dict]) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    with tmp.open("w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=LOG_FIELDS)
+        w.writeheader()
+        w.writerows(rows)
+    tmp.replace(path)
+
+
+def plot_curves(rows: list[dict], path: Path) -> None:
+    """Training curve PNG (Pillow): loss (total, L_c) and batch accuracy against step."""
+    from PIL import Image, ImageDraw
+
+    img = Image.new("RGB", (800, 360), "white")
+    d = ImageDraw.Draw(img)
+    steps = [float(r["step"]) for r in rows]
+    panels = [("loss", [("loss", (200, 30, 30)), ("loss_c", (30, 30, 200))], (10, 10, 395, 350)),
+              ("accuracy", [("acc", (20, 140, 20))], (405, 10, 790, 350))]
+    for title, series, (x0, y0, x1, y1) in panels:
+        d.rectangle((x0, y0, x1, y1), outline="black")
+        d.text((x0 + 6, y0 + 4), title + "  " + ", ".join(k for k, _ in series), fill="black")
+        vals = [float(r[k]) for k, _ in series for r in rows if r.get(k) not in (None, "")]
+        if not steps or not vals:
+            continue
+        lo, hi = (0.0, 1.0) if title == "accuracy" else (min(vals), max(vals))
+        hi = hi if hi > lo else lo + 1.0
+        s0, s1 = min(steps), max(steps) if max(steps) > min(steps) else min(steps) + 1
+        d.text((x0 + 6, y0 + 18), f"{hi:.3g}", fill="gray")
+        d.text((x0 + 6, y1 - 14), f"{lo:.3g}   steps {int(s0)}..{int(s1)}", fill="gray")
+        for key, color in series:
+            pts = [(x0 + 8 + (x1 - x0 - 16) * (s - s0) / (s1 - s0),
+                    y1 - 8 - (y1 - y0 - 40) * (float(r[key]) - lo) / (hi - lo))
+                   for s, r in zip(steps, rows)]
+            if len(pts) > 1:
+                d.line(pts, fill=color, width=2)
+            else:
+                d.ellipse((pts[0][0] - 2, pts[0][1] - 2, pts[0][0] + 2, pts[0][1] + 2), fill=color)
+    img.save(path)
+
+
+def plot_confusion(matrix: np.ndarray, classes: tuple[str, ...], path: Path) -> None:
+    """Row-normalised confusion matrix PNG (rows = true class, columns = predicted)."""
+    from PIL import Image, ImageDraw
+
+    n = len(classes)
+    cell = max(4, min(40, 800 // max(n, 1)))
+    label_w = 120 if n <= 40 else 0
+    img = Image.new("RGB", (label_w + n * cell + 10, label_w // 4 + n * cell + 10), "white")
+    d = ImageDraw.Draw(img)
+    rows = matrix / np.maximum(matrix.sum(axis=1, keepdims=True), 1)
+    top = label_w // 4
+    for i in range(n):
+        if label_w:
+            d.text((2, top + i * cell + cell // 2 - 5), classes[i][:18], fill="black")
+        for j in range(n):
+            v = int(255 * (1 - rows[i, j]))
+            x, y = label_w + j * cell, top + i * cell
+            d.rectangle((x, y, x + cell - 1, y + cell - 1), fill=(v, v, 255))
+    img.save(path)
+
+
+# -- training ------------------------------------------------------------------------------------
+def train_action(config: ActionTrainConfig, progress: Progress | None = None, resume: bool = False) -> dict:
+    """Train; returns {"step", "loss", "acc", "checkpoint", "tvnet"}. Writes under `config.out`:
+    `checkpoint.pt` (every `checkpoint_every` steps and at the end), `log.csv`, `curve.png`,
+    `tvnet.pt` (the trained TVNet alone, for `tvnet extract --weights`), `train.json`."""
+    rank, world, local = _dist_info()
+    if world > 1:
+        import torch.distributed as dist
+
+        backend = "nccl" if torch.cuda.is_available() else "gloo"
+        if not dist.is_initialized():
+            dist.init_process_group(backend)
+        device = torch.device(f"cuda:{local}") if backend == "nccl" else torch.device("cpu")
+        if backend == "nccl":
+            torch.cuda.set_device(device)
+        if config.batch % world:
+            raise TVNetError(f"batch {config.batch} is not divisible by {world} processes")
+    else:
+        device = _device(config.device)
+    out = Path(config.out)
+    out.mkdir(parents=True, exist_ok=True)
+    ckpt_path = out / "checkpoint.pt"
+    classes, train_items, _ = load_split(config)
+    model = build_model(config, len(classes)).to(device)
+    optimizer = make_optimizer(model, config)
+    use_amp = config.amp and device.type == "cuda"
+    scaler = torch.amp.GradScaler("cuda") if use_amp else None
+    start = 0
+    if resume and ckpt_path.is_file():
+        ckpt = load_checkpoint(ckpt_path)
+        saved = ActionTrainConfig.from_dict(dict(ckpt["config"]))
+        if saved.replace(steps=config.steps, out=config.out, workers=config.workers) != config.replace(
+                steps=config.steps, out=config.out, workers=config.workers):
+            raise TVNetError(f"{ckpt_path}: checkpoint was trained with other settings; use another --out")
+        model.load_state_dict(ckpt["state_dict"], strict=True)
+        optimizer.load_state_dict(ckpt["optimizer"])
+        if scaler is not None and ckpt.get("scaler"):
+            scaler.load_state_dict(ckpt["scaler"])
+        start = int(ckpt["step"])
+    elif ckpt_path.is_file() and rank == 0:
+        raise TVNetError(f"{ckpt_path}: a checkpoint exists; pass --resume to continue or use another --out")
+    net = model
+    if world > 1:
+        from torch.nn.parallel import DistributedDataParallel
+
+        net = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+    dataset = ClipDataset(Path(config.root), train_items, config.clip_spec, cache=config.cache_videos)
+    loader = torch.utils.data.DataLoader(
+        dataset, batch_sampler=_Plans(len(train_items), config, start, rank, world),
+        num_workers=config.workers, pin_memory=device.type == "cuda",
+        persistent_workers=False)
+    rows = _read_log(out / "log.csv", start) if rank == 0 else []
+    window: list[tuple[float, float, float, float]] = []
+    last = {"loss": float("nan"), "acc": float("nan")}
+    model.train()
+    t0 = time.perf_counter()
+    step = start
+    for step, (clips, labels) in enumerate(loader, start):
+        torch.manual_seed(config.seed * 1_000_003 + step * 101 + rank)  # dropout, per step
+        lr = lr_at(config, step)
+        for g in optimizer.param_groups:
+            g["lr"] = lr * g["lr_scale"]
+        clips = clips.to(device, non_blocking=True)  # (B, S, L, 3, H, W) uint8
+        labels = labels.to(device, non_blocking=True)
+        with torch.autocast(device.type, enabled=use_amp):
+            logits, energy = net(clips, with_energy=config.flow_loss > 0)
+            loss_c = F.cross_entropy(logits.float(), labels)
+            loss = loss_c + config.flow_loss * energy if config.flow_loss > 0 else loss_c
+        optimizer.zero_grad(set_to_none=True)
+        if scaler is not None:
+            scaler.scale(loss).backward()
+            scaler.unscale_(optimizer)
+        else:
+            loss.backward()
+        if config.grad_clip > 0:
+            torch.nn.utils.clip_grad_norm_([p for p in model.parameters() if p.requires_grad], config.grad_clip)
+        if scaler is not None:
+            scaler.step(optimizer)
+            scaler.update()
+        else:
+            optimizer.step()
+        if not math.isfinite(loss.item()):
+            raise TVNetError(f"training diverged at step {step + 1} (loss {loss.item()}); lower --lr")
+        acc = (logits.argmax(dim=1) == labels).float().mean().item()
+        window.append((loss.item(), loss_c.item(), float(energy.item()), acc))
+        done = step + 1
+        if done % config.log_every == 0 or done == config.steps:
+            now = time.perf_counter()
+            m = np.mean(window, axis=0)
+            row = {"step": done, "lr": lr, "loss": m[0], "loss_c": m[1], "loss_f": m[2], "acc": m[3],
+                   "sec_per_step": (now - t0) / len(window)}
+            last = {"loss": float(m[0]), "acc": float(m[3])}
+            window, t0 = [], now
+            if rank == 0:
+                rows.append({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in row.items()})
+                _write_log(out / "log.csv", rows)
+            if progress:
+                progress(done, config.steps, row)
+        if rank == 0 and (done % config.checkpoint_every == 0 or done == config.steps):
+            save_checkpoint(ckpt_path, model, optimizer, scaler, done, config, classes)
+    if rank == 0:
+        model.tvnet.save(out / "tvnet.pt", meta={"trained_with": "tvnet train-action", "dataset": config.dataset,
+                                                  "split": config.split, "steps": config.steps})
+        if rows:
+            plot_curves(rows, out / "curve.png")
+        (out / "train.json").write_text(json.dumps(
+            {"config": config.to_dict(), "classes": list(classes), "final": last, "steps": config.steps}, indent=1))
+    return {"step": max(step + 1, start) if start < config.steps else start, **last,
+            "checkpoint": str(ckpt_path), "tvnet": str(out / "tvnet.pt")}
+
+
+# -- evaluation ----------------------------------------------------------------------------------
+class _TestViews(torch.utils.data.Dataset):
+    def __init__(self, dataset: ClipDataset, segments: int, crops: int) -> None:
+        self.dataset, self.segments, self.crops = dataset, segments, crops
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, i: int):
+        return self.dataset.test_views(i, self.segments, self.crops), self.dataset.items[i].label
+
+
+@torch.no_grad()
+def evaluate_model(model: ActionModel, dataset: ClipDataset, num_classes: int, segments: int = 25,
+                   crops: int = 1, batch: int = 25, device: torch.device | None = None,
+                   workers: int = 0, progress: Progress | None = None) -> dict:
+    """TSN test protocol: average the scores of `segments` x `crops` stacks per video.
+
+    Returns top1, top5, mean class accuracy, the confusion matrix and per-video predictions.
+    """
+    device = device or next(model.parameters()).device
+    model.eval()
+    loader = torch.utils.data.DataLoader(_TestViews(dataset, segments, crops), batch_size=None,
+                                         num_workers=workers)
+    conf = np.zeros((num_classes, num_classes), dtype=np.int64)
+    top5 = 0
+    preds = []
+    for i, (views, label) in enumerate(loader):
+        scores = []
+        for chunk in views.split(batch):  # (n, L, 3, h, w)
+            logits, _ = model(chunk.unsqueeze(1).to(device), with_energy=False)
+            scores.append(logits.float())
+        score = torch.cat(scores).mean(dim=0)  # (classes,)
+        pred = int(score.argmax())
+        conf[label, pred] += 1
+        top5 += int(label in score.topk(min(5, num_classes)).indices.tolist())
+        preds.append(pred)
+        if progress:
+            progress(i + 1, len(dataset), {"acc": float(np.trace(conf) / conf.sum())})
+    n = max(int(conf.sum()), 1)
+    per_class = np.diag(conf) / np.maximum(conf.sum(axis=1), 1)
+    present = conf.sum(axis=1) > 0
+    return {"videos": int(conf.sum()), "top1": float(np.trace(conf) / n), "top5": float(top5 / n),
+            "mean_class_acc": float(per_class[present].mean()) if present.any() else 0.0,
+            "confusion": conf, "predictions": preds}
+
+
+def evaluate_action(checkpoint: str | Path, root: str | None = None, annotations: str | None = None,
+                    test_list: str | None = None, segments: int | None = None, crops: int | None = None,
+                    out: str | Path | None = None, device: str = "auto", workers: int = 0,
+                    progress: Progress | None = None) -> dict:
+    """Evaluate a checkpoint on its split's test list (or `test_list`); writes
+    `eval.json` and `confusion.png` into `out` (default: the checkpoint's folder)."""
+    model, config, classes, _ = model_from_checkpoint(Path(checkpoint))
+    changes = {k: v for k, v in (("root", root), ("annotations", annotations), ("test_list", test_list))
+               if v is not None}
+    config = config.replace(**changes)
+    if test_list is not None and config.dataset != "list":
+        items = parse_list(Path(test_list), classes)[0]
+        check_videos(items, Path(config.root), "test video")
+    else:
+        items = load_split(config, check=False)[2]
+        check_videos(items, Path(config.root), "test video")
+    if not items:
+        raise TVNetError(f"{checkpoint}: no test videos (pass --test-list FILE)")
+    dev = _device(device)
+    model.to(dev)
+    dataset = ClipDataset(Path(config.root), items, config.clip_spec)
+    res = evaluate_model(model, dataset, len(classes), segments or config.test_segments,
+                         crops or config.test_crops, config.eval_batch, dev, workers, progress)
+    out = Path(out) if out is not None else Path(checkpoint).parent
+    out.mkdir(parents=True, exist_ok=True)
+    plot_confusion(res["confusion"], classes, out / "confusion.png")
+    summary = {k: v for k, v in res.items() if k not in ("confusion", "predictions")}
+    summary.update(segments=segments or config.test_segments, crops=crops or config.test_crops,
+                   checkpoint=str(checkpoint), classes=list(classes), confusion=res["confusion"].tolist())
+    (out / "eval.json").write_text(json.dumps(summary, indent=1))
+    return res
