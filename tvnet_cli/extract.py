@@ -18,10 +18,8 @@ sharded; under torchrun (RANK/WORLD_SIZE) each process takes its own shard.
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 import queue
-import shutil
 import threading
 import time
 from collections import deque
@@ -432,7 +430,6 @@ class _Runner:
         self.results_lock = threading.Lock()
         self.slots = threading.BoundedSemaphore(4 * config.batch + 2 * config.writers)
         self.pool = ThreadPoolExecutor(config.writers, thread_name_prefix="tvnet-write")
-        self.size_cache: dict[tuple[int, int], tuple[int, int]] = {}
 
     # -- decode side ---------------------------------------------------------------------
     def _make_outputs(self, job: VideoJob) -> list:
@@ -485,8 +482,10 @@ class _Runner:
             info = probe(job.src)
             video.info = info
             size = self._size(info.width, info.height)
-            for frame in iter_frames(job.src, size):
-                if video.failed:
+            frames = iter_frames(job.src, size)
+            for frame in frames:
+                if video.failed:  # a write failed: stop decoding this video
+                    frames.close()
                     break
                 if c.frames and "jpeg" in c.formats:
                     video.add_pending()

@@ -1,0 +1,173 @@
+"""Benchmark `tvnet extract` end to end against an OpenCV DualTVL1 extraction loop.
+
+    python bench/bench_extract.py                   # speed (test.mp4, 340x256) + memory
+    python bench/bench_extract.py --frames 31 --threads 2 --skip-memory
+
+Speed: the first `--frames` frames of test.mp4 (340x256) are written to a lossless FFV1 clip
+so both sides read the same frames; then, in this one run,
+  - `tvnet extract` (library call: decode, TVNet-50, quantise, JPEG flow_x/flow_y/img),
+  - OpenCV DualTVL1 with default settings (5 scales, 5 warps, 300 iterations) in the loop
+    denseflow-style tools run (decode, grey, calc, quantise, cv2.imwrite JPEGs),
+  - OpenCV DualTVL1 set to TVNet-50's schedule (1 scale, 1 warp, 50 iterations),
+and flows/s end to end (wall time) and the ratios are printed.
+Memory: peak RSS of `tvnet extract` in a fresh process for a 10 s and a 100 s generated
+video (340x256, 25 fps, extracted at 96x72 with 5 iterations: the pipeline, not the model,
+is under test), to show that memory does not grow with video length.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+VIDEO = ROOT.parent / "shared" / "data" / "videos" / "test.mp4"
+
+
+def lossless_clip(src: Path, dst: Path, frames: int) -> int:
+    """First `frames` frames of `src` -> FFV1 .mkv (lossless): identical input for every method."""
+    import av
+
+    n = 0
+    with av.open(str(src)) as inp, av.open(str(dst), "w") as out:
+        s = out.add_stream("ffv1", rate=25)
+        vs = inp.streams.video[0]
+        s.width, s.height, s.pix_fmt = vs.width, vs.height, "yuv444p"
+        for frame in inp.decode(vs):
+            rgb = av.VideoFrame.from_ndarray(frame.to_ndarray(format="rgb24"), format="rgb24")
+            for p in s.encode(rgb):
+                out.mux(p)
+            n += 1
+            if n >= frames:
+                break
+        for p in s.encode():
+            out.mux(p)
+    return n
+
+
+def bench_tvnet(clip: Path, out: Path, threads: int, device: str, batch: int) -> tuple[int, float]:
+    from tvnet_cli.extract import ExtractConfig, extract
+
+    cfg = ExtractConfig(out=out, preset="tvnet-50", torch_threads=threads, devices=(device,),
+                        batch=batch, overwrite=True)
+    t0 = time.perf_counter()
+    s = extract([clip], cfg)
+    dt = time.perf_counter() - t0
+    assert s.failed == 0, s.results
+    return s.flows, dt
+
+
+def bench_opencv(clip: Path, out: Path, threads: int, tvnet50: bool, bound: float = 20.0) -> tuple[int, float]:
+    """Decode (PyAV), grey, DualTVL1.calc, quantise, write flow_x/flow_y/img JPEGs (cv2)."""
+    import av
+    import cv2
+
+    cv2.setNumThreads(threads)
+    tvl1 = cv2.optflow.DualTVL1OpticalFlow_create()
+    if tvnet50:
+        tvl1.setScalesNumber(1)
+        tvl1.setWarpingsNumber(1)
+        tvl1.setInnerIterations(50)
+        tvl1.setOuterIterations(1)
+    out.mkdir(parents=True, exist_ok=True)
+    t0 = time.perf_counter()
+    prev, n = None, 0
+    with av.open(str(clip)) as c:
+        for i, frame in enumerate(c.decode(video=0)):
+            bgr = frame.to_ndarray(format="bgr24")
+            cv2.imwrite(str(out / f"img_{i + 1:05d}.jpg"), bgr)
+            grey = cv2.cvtColor(bgr, cv2.COLOR_BGR2GRAY)
+            if prev is not None:
+                flow = tvl1.calc(prev, grey, None)  # (H, W, 2)
+                q = np.clip(np.round(255 * (flow + bound) / (2 * bound)), 0, 255).astype(np.uint8)
+                cv2.imwrite(str(out / f"flow_x_{i:05d}.jpg"), q[..., 0])
+                cv2.imwrite(str(out / f"flow_y_{i:05d}.jpg"), q[..., 1])
+                n += 1
+            prev = grey
+    return n, time.perf_counter() - t0
+
+
+def generated_clip(path: Path, seconds: int, fps: int = 25, size: tuple[int, int] = (256, 340)) -> None:
+    """A moving smooth texture, MPEG-4, `seconds` long."""
+    import av
+    from PIL import Image
+
+    h, w = size
+    frames = seconds * fps
+    rng = np.random.default_rng(0)
+    low = rng.integers(0, 256, (h // 8, (w + frames) // 8 + 1, 3), dtype=np.uint8)
+    tex = np.asarray(Image.fromarray(low).resize((low.shape[1] * 8, h), Image.BICUBIC))
+    with av.open(str(path), "w") as c:
+        s = c.add_stream("mpeg4", rate=fps)
+        s.width, s.height, s.pix_fmt = w, h, "yuv420p"
+        for t in range(frames):
+            img = np.ascontiguousarray(tex[:, t:t + w])
+            for p in s.encode(av.VideoFrame.from_ndarray(img, format="rgb24")):
+                c.mux(p)
+        for p in s.encode():
+            c.mux(p)
+
+
+_MEM_CHILD = """
+import json, resource, sys, torch
+from tvnet_cli.extract import ExtractConfig, extract
+cfg = ExtractConfig(out=sys.argv[2], width=96, height=72, iters=5, torch_threads=int(sys.argv[3]))
+s = extract([sys.argv[1]], cfg)
+print(json.dumps({"flows": s.flows, "run_s": s.seconds,
+                  "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+"""
+
+
+def bench_memory(tmp: Path, threads: int) -> list[dict]:
+    rows = []
+    for seconds in (10, 100):
+        clip = tmp / f"gen_{seconds}s.avi"
+        generated_clip(clip, seconds)
+        r = subprocess.run([sys.executable, "-c", _MEM_CHILD, str(clip), str(tmp / f"mem{seconds}"),
+                            str(threads)], capture_output=True, text=True, check=True)
+        rows.append({"video_s": seconds, **json.loads(r.stdout.strip().splitlines()[-1])})
+    return rows
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--frames", type=int, default=16, help="frames of test.mp4 to extract (pairs = frames - 1)")
+    ap.add_argument("--threads", type=int, default=2, help="torch / OpenCV threads")
+    ap.add_argument("--batch", type=int, default=8)
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--skip-opencv", action="store_true")
+    ap.add_argument("--skip-memory", action="store_true")
+    args = ap.parse_args()
+
+    import torch
+
+    torch.set_num_threads(args.threads)
+    with tempfile.TemporaryDirectory() as d:
+        tmp = Path(d)
+        clip = tmp / "clip.mkv"
+        n = lossless_clip(VIDEO, clip, args.frames)
+        print(f"clip: first {n} frames of {VIDEO.name} (340x256), {n - 1} flow fields; threads={args.threads}")
+        flows, dt = bench_tvnet(clip, tmp / "tvnet", args.threads, args.device, args.batch)
+        tv = flows / dt
+        print(f"tvnet extract (TVNet-50, {args.device}, batch {args.batch}): {flows} flows in {dt:.1f} s "
+              f"= {tv:.2f} flows/s")
+        if not args.skip_opencv:
+            for label, fast in (("OpenCV DualTVL1 defaults (5-5-300)", False),
+                                ("OpenCV DualTVL1 at 1-1-50", True)):
+                flows, dt = bench_opencv(clip, tmp / f"cv{int(fast)}", args.threads, fast)
+                print(f"{label}: {flows} flows in {dt:.1f} s = {flows / dt:.2f} flows/s; "
+                      f"tvnet extract is {tv / (flows / dt):.1f}x")
+        if not args.skip_memory:
+            for row in bench_memory(tmp, args.threads):
+                print(f"memory: {row['video_s']:>3d} s video, {row['flows']} flows at 96x72 in "
+                      f"{row['run_s']:.1f} s: peak RSS {row['peak_rss_mb']:.0f} MB")
+
+if __name__ == "__main__":
+    main()
