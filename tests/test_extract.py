@@ -239,4 +239,18 @@ def test_cli_help_and_run(tmp_path):
     assert r.exit_code == 0, r.output
     assert "done" in r.output
     assert not names(tmp_path / "o" / "c", "img_") and len(names(tmp_path / "o" / "c", "flow_y_")) == 2
-    assert (tmp_path / "o" / "c.h5").exists()
+    import h5py
+
+    with h5py.File(tmp_path / "o" / "c.h5") as f:
+        assert f["flow"].dtype == np.float16 and f["flow"].shape == (2, 2, 24, 32)
+
+
+def test_short_side_resize_and_progress_events(tmp_path):
+    clip = write_clip(tmp_path / "c.avi", 3, size=(48, 64))
+    events: list[tuple[str, object]] = []
+    cfg = ExtractConfig(out=tmp_path / "o", formats=("npy",), short_side=24, iters=3, torch_threads=1)
+    s = extract([clip], cfg, lambda kind, value: events.append((kind, value)))
+    assert np.load(tmp_path / "o" / "c" / "flow_00001.npy").shape == (2, 24, 32)
+    assert events[0] == ("total", 1)
+    assert sum(v for k, v in events if k == "flows") == 2
+    assert [v.status for k, v in events if k == "video"] == ["done"] and s.done == 1

@@ -430,6 +430,7 @@ class _Runner:
         self.results_lock = threading.Lock()
         self.slots = threading.BoundedSemaphore(4 * config.batch + 2 * config.writers)
         self.pool = ThreadPoolExecutor(config.writers, thread_name_prefix="tvnet-write")
+        self.model_meta: dict = {}
 
     # -- decode side ---------------------------------------------------------------------
     def _make_outputs(self, job: VideoJob) -> list:
@@ -481,7 +482,8 @@ class _Runner:
         try:
             info = probe(job.src)
             video.info = info
-            size = self._size(info.width, info.height)
+            # always a fixed size: a stream that changes resolution still gives equal-size pairs
+            size = self._size(info.width, info.height) or (info.height, info.width)
             frames = iter_frames(job.src, size)
             for frame in frames:
                 if video.failed:  # a write failed: stop decoding this video
@@ -554,7 +556,11 @@ class _Runner:
             return
         f0 = torch.from_numpy(np.stack([p.frame0 for p in live])).to(self.device)  # (B, H, W, 3)
         f1 = torch.from_numpy(np.stack([p.frame1 for p in live])).to(self.device)
-        flow = model.predict(f0.permute(0, 3, 1, 2), f1.permute(0, 3, 1, 2))  # (B, 2, H, W)
+        try:
+            flow = model.predict(f0.permute(0, 3, 1, 2), f1.permute(0, 3, 1, 2))  # (B, 2, H, W)
+        except torch.cuda.OutOfMemoryError:
+            raise TVNetError(f"{self.device}: out of memory for a batch of {len(live)} pairs of "
+                             f"{tuple(f0.shape[1:3])} frames; use a smaller --batch or size") from None
         rep: dict[str, np.ndarray] = {}
         if "q" in wants:
             rep["q"] = quantize(flow, self.config.bound).cpu().numpy()  # (B, 2, H, W) uint8
