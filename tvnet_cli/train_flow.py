@@ -40,6 +40,7 @@ class TrainFlowConfig:
     val_layout: str | None = None
     val_pairs: tuple[str, ...] = ()
     init: str = "tvnet-50"  # preset name or weights file to start from
+    smooth_sigma: float | None = None  # override the model's pre-smoothing (None = keep)
     train: str = "all"  # all | filters | u0
     optimizer: str = "adam"  # adam | sgd (momentum 0.9)
     lr: float = 0.05
@@ -189,7 +190,8 @@ def evaluate(model: TVNet, pairs: list[PairData], scale: float = 1.0) -> dict:
 # -- training ----------------------------------------------------------------------------------
 def _make_model(cfg: TrainFlowConfig) -> TVNet:
     init = Path(cfg.init)
-    model = TVNet.from_file(init) if init.suffix == ".pt" else TVNet.from_preset(cfg.init)
+    kw = {} if cfg.smooth_sigma is None else {"smooth_sigma": cfg.smooth_sigma}
+    model = TVNet.from_file(init, **kw) if init.suffix == ".pt" else TVNet.from_preset(cfg.init, **kw)
     model.set_trainable(cfg.train)
     return model
 
@@ -229,7 +231,7 @@ def _load_checkpoint(path: Path, cfg: TrainFlowConfig) -> dict:
         raise TVNetError(f"{path}: not a training checkpoint of this tvnet version")
     saved = json.loads(state["train_config"])
     mine = cfg.to_dict()
-    differs = [k for k in ("data", "layout", "pairs", "init", "train", "optimizer", "unsupervised")
+    differs = [k for k in ("data", "layout", "pairs", "init", "smooth_sigma", "train", "optimizer", "unsupervised")
                if json.dumps(saved.get(k)) != json.dumps(mine.get(k))]
     if differs:
         raise TVNetError(f"{path}: checkpoint was made with different {', '.join(differs)}; "

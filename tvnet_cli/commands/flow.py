@@ -69,7 +69,7 @@ def epe(dataset: Path, layout: str | None, preset: str, weights: Path | None, si
                     save_flow=str(save_flow) if save_flow else None,
                     compare_opencv=compare == "opencv", threads=threads)
     console = Console(stderr=True)
-    with Progress(console=console, transient=True) as bar:
+    with Progress(console=console, transient=True, disable=not console.is_terminal) as bar:
         task = bar.add_task("evaluating", total=None)
         res = evaluate_dataset(cfg, lambda i, n, name: bar.update(task, completed=i, total=n,
                                                                   description=f"evaluating {name}"))
@@ -109,6 +109,8 @@ def epe(dataset: Path, layout: str | None, preset: str, weights: Path | None, si
               help="Validation dataset with ground truth (repeatable).")
 @click.option("--val-pairs", default=None, help="Validate only on these pair names (comma separated).")
 @click.option("--init", default="tvnet-50", show_default=True, help="Start from this preset or weights file.")
+@click.option("--smooth-sigma", type=float, default=None,
+              help="Set the model's gaussian pre-smoothing (default: keep the preset's).")
 @click.option("--train", "train_part", type=click.Choice(["all", "filters", "u0"]), default="all", show_default=True,
               help="What trains: filters, the initial flow u0, or both.")
 @click.option("--optimizer", type=click.Choice(["adam", "sgd"]), default="adam", show_default=True)
@@ -127,7 +129,7 @@ def epe(dataset: Path, layout: str | None, preset: str, weights: Path | None, si
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--threads", type=int, default=2, show_default=True, help="CPU threads for torch.")
 def train(dataset: Path | None, out: Path, videos: Path | None, layout: str | None, pairs: str | None,
-          val_data: tuple[Path, ...], val_pairs: str | None, init: str, train_part: str, optimizer: str,
+          val_data: tuple[Path, ...], val_pairs: str | None, init: str, smooth_sigma: float | None, train_part: str, optimizer: str,
           lr: float, u0_lr: float | None, steps: int, batch: int, crop: str | None, flip: bool, scale: float,
           video_frames: int, video_size: str | None, val_every: int, checkpoint_every: int, resume: bool,
           seed: int, threads: int) -> None:
@@ -145,14 +147,14 @@ def train(dataset: Path | None, out: Path, videos: Path | None, layout: str | No
         raise click.UsageError("give either DATASET (supervised) or --unsupervised VIDEOS")
     cfg = TrainFlowConfig(
         data=str(videos or dataset), layout=layout, pairs=_names(pairs),
-        val_data=tuple(str(v) for v in val_data), val_pairs=_names(val_pairs), init=init, train=train_part,
+        val_data=tuple(str(v) for v in val_data), val_pairs=_names(val_pairs), init=init, smooth_sigma=smooth_sigma, train=train_part,
         optimizer=optimizer, lr=lr, u0_lr=u0_lr, steps=steps, batch=batch, crop=_size(crop), flip=flip,
         scale=scale, unsupervised=videos is not None, video_frames=video_frames, video_size=_size(video_size),
         val_every=val_every, checkpoint_every=checkpoint_every, seed=seed, threads=threads)
     console = Console(stderr=True)
     cols = (TextColumn("training"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[info]}"),
             TimeRemainingColumn())
-    with Progress(*cols, console=console) as bar:
+    with Progress(*cols, console=console, disable=not console.is_terminal) as bar:
         task = bar.add_task("train", total=steps, info="")
 
         def report(step: int, total: int, loss: float, val: float | None) -> None:

@@ -1,0 +1,101 @@
+"""Training TVNet on flow: paper Table 1 behaviour on real pairs, resume, unsupervised video
+training, the saved file, the loss curve, and the shipped weights on held-out pairs."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from click.testing import CliRunner
+from PIL import Image
+
+from tvnet_cli.cli import main
+from tvnet_cli.errors import TVNetError
+from tvnet_cli.model import TVNet
+from tvnet_cli.train_flow import TrainFlowConfig, checkpoint_path, train_flow
+
+
+def test_training_halves_epe_on_training_pair(data_dir: Path, tmp_path: Path) -> None:
+    """Table 1: TVNet-50 trained on a ground-truth pair (EPE loss) at least halves its EPE there.
+
+    A real FlyingChairs pair at 1/4 size keeps CI fast; u0 gets a larger step (pixels) than
+    the filters (taps of about 1), which Adam otherwise pushes too far.
+    """
+    cfg = TrainFlowConfig(data=str(data_dir / "chairs"), pairs=("0000000",), scale=0.25, init="tvnet-50",
+                          train="all", lr=0.05, u0_lr=0.3, steps=100, checkpoint_every=1000)
+    res = train_flow(cfg, tmp_path / "t50.pt")
+    before, after = res.before["train"]["epe"], res.after["train"]["epe"]
+    assert after <= 0.5 * before, (before, after)
+
+    # the file records config, data, steps and EPE; `tvnet epe --weights` takes it
+    model = TVNet.from_file(tmp_path / "t50.pt")
+    assert model.config.iters == 50 and model.meta["steps"] == 100
+    assert model.meta["train_config"]["data"] == str(data_dir / "chairs")
+    assert model.meta["epe_after"]["train"]["epe"] == pytest.approx(after)
+    png = Image.open(res.loss_png)
+    assert png.size == (640, 360) and len(res.losses) == 100
+
+
+def test_resume_equals_uninterrupted(data_dir: Path, tmp_path: Path) -> None:
+    base = dict(data=str(data_dir / "chairs"), pairs=("0000001",), scale=0.1, crop=(24, 32), flip=True,
+                train="all", lr=0.01, u0_lr=0.1, checkpoint_every=2)
+    train_flow(TrainFlowConfig(**base, steps=5), tmp_path / "full.pt")
+    train_flow(TrainFlowConfig(**base, steps=2), tmp_path / "part.pt")
+    (tmp_path / "part.pt.ckpt").rename(tmp_path / "resumed.pt.ckpt")
+    res = train_flow(TrainFlowConfig(**base, steps=5), tmp_path / "resumed.pt", resume=True)
+    assert len(res.losses) == 5
+    a = TVNet.from_file(tmp_path / "full.pt").state_dict()
+    b = TVNet.from_file(tmp_path / "resumed.pt").state_dict()
+    for k in a:
+        torch.testing.assert_close(a[k], b[k])
+    with pytest.raises(TVNetError, match="different"):
+        train_flow(TrainFlowConfig(**{**base, "train": "u0"}, steps=6), tmp_path / "resumed.pt", resume=True)
+    with pytest.raises(TVNetError, match="no checkpoint"):
+        train_flow(TrainFlowConfig(**base, steps=6), tmp_path / "other.pt", resume=True)
+
+
+def small_chairs(data: Path, root: Path) -> Path:
+    """A 64 x 96 crop of real FlyingChairs pair 2, in the FlyingChairs layout."""
+    from tvnet_cli.io.flowio import read_flo, write_flo
+
+    root.mkdir(parents=True, exist_ok=True)
+    crop = (slice(160, 224), slice(200, 296))
+    for src, dst in (("0000002-img0.ppm", "00002_img1.ppm"), ("0000002-img1.ppm", "00002_img2.ppm")):
+        Image.fromarray(np.array(Image.open(data / "chairs" / src))[crop]).save(root / dst)
+    write_flo(root / "00002_flow.flo", read_flo(data / "chairs/0000002-gt.flo")[crop])
+    return root
+
+
+def test_unsupervised_on_video_cli(data_dir: Path, tmp_path: Path) -> None:
+    """`tvnet train --unsupervised VIDEOS` trains without ground truth; `tvnet epe --weights` loads it."""
+    out = tmp_path / "unsup.pt"
+    val = small_chairs(data_dir, tmp_path / "val")
+    res = CliRunner().invoke(main, [
+        "train", "--unsupervised", str(data_dir / "videos/test.avi"), "--out", str(out), "--train", "u0",
+        "--lr", "0.05", "--steps", "6", "--video-frames", "4", "--video-size", "48x64", "--val", str(val),
+        "--val-every", "3", "--smooth-sigma", "0.8"])
+    assert res.exit_code == 0, res.output
+    model = TVNet.from_file(out)
+    assert model.meta["train_config"]["unsupervised"] and model.meta["epe_after"]["val"]["epe"] > 0
+    assert model.config.smooth_sigma == 0.8
+    assert out.with_name("unsup.loss.png").is_file() and checkpoint_path(out).is_file()
+    assert model.u0.abs().sum() > 0  # it trained
+    r = CliRunner().invoke(main, ["epe", str(val), "--weights", str(out), "--json", str(tmp_path / "e.json")])
+    assert r.exit_code == 0, r.output
+    epe = json.loads((tmp_path / "e.json").read_text())["mean"]["epe"]
+    assert epe == pytest.approx(model.meta["epe_after"]["val"]["epe"], rel=1e-4)
+
+
+def test_train_errors(data_dir: Path, tmp_path: Path) -> None:
+    r = CliRunner().invoke(main, ["train", str(data_dir / "middlebury"), "--out", str(tmp_path / "x.pt"),
+                                  "--pairs", "Venus"])
+    assert r.exit_code == 1 and "Venus" in r.output and "Traceback" not in r.output
+    r = CliRunner().invoke(main, ["train", str(tmp_path / "nope"), "--out", str(tmp_path / "x.pt")])
+    assert r.exit_code == 1 and "not found" in r.output
+    r = CliRunner().invoke(main, ["train", "--out", str(tmp_path / "x.pt")])
+    assert r.exit_code == 2
+    with pytest.raises(TVNetError, match="--train"):
+        TrainFlowConfig(data="x", train="everything")
