@@ -49,7 +49,7 @@ class TrainFlowConfig:
     batch: int = 1
     crop: tuple[int, int] | None = None  # (h, w) random crop; None = whole pairs
     flip: bool = False  # random horizontal/vertical flips (flow signs follow)
-    scale: float = 1.0  # resize training pairs (flow scaled too) before cropping, for speed
+    scale: float = 1.0  # resize training and validation pairs (flow too) before cropping, for speed
     unsupervised: bool = False  # TV-L1 energy on video frame pairs instead of EPE
     video_frames: int = 64  # frames read per video (unsupervised)
     video_size: tuple[int, int] | None = None  # (h, w) decode size for videos
@@ -272,7 +272,7 @@ def train_flow(cfg: TrainFlowConfig, out: str | Path, *, resume: bool = False,
     else:
         with torch.no_grad():
             before = {"train": evaluate(model, train_gt, cfg.scale) if train_gt else None,
-                      "val": evaluate(model, val_gt) if val_gt else None}
+                      "val": evaluate(model, val_gt, cfg.scale) if val_gt else None}
 
     last_val = val_curve[-1][1] if val_curve else None
     t0 = time.time()
@@ -298,7 +298,7 @@ def train_flow(cfg: TrainFlowConfig, out: str | Path, *, resume: bool = False,
         losses.append(total)
         done = step + 1
         if val_gt and (done % cfg.val_every == 0 or done == cfg.steps):
-            last_val = evaluate(model, val_gt)["epe"]
+            last_val = evaluate(model, val_gt, cfg.scale)["epe"]
             val_curve.append((done, last_val))
         if done % cfg.checkpoint_every == 0 and done < cfg.steps:
             _save_checkpoint(ckpt, cfg, model, opt, done, losses, val_curve, before, gen)
@@ -306,7 +306,7 @@ def train_flow(cfg: TrainFlowConfig, out: str | Path, *, resume: bool = False,
             progress(done, cfg.steps, total, last_val)
 
     after = {"train": evaluate(model, train_gt, cfg.scale) if train_gt else None,
-             "val": evaluate(model, val_gt) if val_gt else None}
+             "val": evaluate(model, val_gt, cfg.scale) if val_gt else None}
     meta = {"trained": True, "train_config": cfg.to_dict(), "steps": cfg.steps,
             "seconds": round(time.time() - t0, 1),
             "final_loss": losses[-1] if losses else None,

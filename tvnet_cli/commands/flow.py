@@ -120,7 +120,8 @@ def epe(dataset: Path, layout: str | None, preset: str, weights: Path | None, si
 @click.option("--batch", type=int, default=1, show_default=True)
 @click.option("--crop", default=None, help="Random crops HxW (default: whole pairs).")
 @click.option("--flip/--no-flip", default=False, show_default=True, help="Random flips.")
-@click.option("--scale", type=float, default=1.0, show_default=True, help="Resize training pairs (and flow).")
+@click.option("--scale", type=float, default=1.0, show_default=True,
+              help="Resize training and validation pairs (and their flow) by this factor.")
 @click.option("--video-frames", type=int, default=64, show_default=True, help="Frames read per video.")
 @click.option("--video-size", default=None, help="Decode videos at HxW.")
 @click.option("--val-every", type=int, default=100, show_default=True)
