@@ -336,6 +336,7 @@ def train_action(config: ActionTrainConfig, progress: Progress | None = None, re
     out.mkdir(parents=True, exist_ok=True)
     ckpt_path = out / "checkpoint.pt"
     classes, train_items, _ = load_split(config)
+    torch.manual_seed(config.seed)  # the same initial weights in every process and run
     model = build_model(config, len(classes)).to(device)
     optimizer = make_optimizer(model, config)
     use_amp = config.amp and device.type == "cuda"
