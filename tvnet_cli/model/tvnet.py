@@ -9,6 +9,7 @@ pyramid level, so one model works at any input size.
 from __future__ import annotations
 
 import dataclasses
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -131,6 +132,34 @@ def _tv_l1_level(
     return u
 
 
+_COMPILED_STEP = None
+
+
+def compiled_step():
+    """`tv_l1_step` fused by torch.compile (one kernel per iteration on CPU, Triton on CUDA).
+
+    Compiled once per process with dynamic shapes (every pyramid level and batch size shares
+    it); inductor caches the generated code on disk, so later processes start in seconds.
+    Falls back to the eager step, with a warning, where compiling is impossible.
+    """
+    global _COMPILED_STEP
+    if _COMPILED_STEP is None:
+        fused = torch.compile(tv_l1_step, dynamic=True, fullgraph=True)
+
+        def step(*args):
+            global _COMPILED_STEP
+            try:
+                return fused(*args)
+            except Exception as e:  # noqa: BLE001 - any compiler failure means: use eager
+                warnings.warn(f"tvnet: compiled TV-L1 step unavailable ({type(e).__name__}: "
+                              f"{str(e).splitlines()[0] if str(e) else ''}); using eager PyTorch")
+                _COMPILED_STEP = tv_l1_step
+                return tv_l1_step(*args)
+
+        _COMPILED_STEP = step
+    return _COMPILED_STEP
+
+
 class TVNet(nn.Module):
     """TVNet / TV-L1 optical flow: `flow = model(frame0, frame1)`.
 
@@ -147,6 +176,7 @@ class TVNet(nn.Module):
         self.forward_taps = nn.Parameter(torch.tensor(ops.FORWARD_TAPS, dtype=f))  # (2, 2)
         self.backward_taps = nn.Parameter(torch.tensor(ops.BACKWARD_TAPS, dtype=f))  # (2, 2)
         self.u0 = nn.Parameter(torch.zeros(1, 2, *self.config.u0_grid, dtype=f))  # pixels
+        self.compiled = False  # inference uses the fused step (`compiled_step`); same flow
 
     # -- construction -------------------------------------------------------------------
     @classmethod
@@ -232,10 +262,12 @@ class TVNet(nn.Module):
         b, _, h, w = i0.shape
         sizes = ops.pyramid_sizes(h, w, cfg.scales, cfg.zfactor)
         taps = (self.centred_taps, self.forward_taps, self.backward_taps)
+        fused = self.compiled and not torch.is_grad_enabled()  # training keeps the eager step
+        step = compiled_step() if fused else tv_l1_step
         u = self.initial_flow(sizes[-1], (h, w), b)
         for size in reversed(sizes):  # coarsest first; every level resampled from full size
             u = ops.resize_flow(u, size)
-            u = _tv_l1_level(ops.resize(i0, size), ops.resize(i1, size), u, cfg, taps)
+            u = _tv_l1_level(ops.resize(i0, size), ops.resize(i1, size), u, cfg, taps, step)
         return u
 
     def forward(self, frame0: torch.Tensor, frame1: torch.Tensor) -> torch.Tensor:
