@@ -98,6 +98,20 @@ def test_gradients_reach_tvnet(toy, tmp_path):
     assert not any(p.requires_grad for p in frozen.tvnet.parameters())
 
 
+def test_checkpointed_tvnet_gives_same_gradients(toy, tmp_path):
+    cfg = toy_config(toy, tmp_path, tvnet="tvnet-1-1-5", batch=2, width=4, input_size=24)
+    clips, labels = _batch(cfg)
+    grads = []
+    for pairs in (0, 2):
+        torch.manual_seed(0)
+        model = build_model(cfg.replace(checkpoint_pairs=pairs), 4)
+        logits, energy = model(clips)
+        (F.cross_entropy(logits, labels) + 0.1 * energy).backward()
+        grads.append([p.grad.clone() for p in model.tvnet.parameters()])
+    for a, b in zip(*grads):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)
+
+
 def test_resume_is_exact(toy, tmp_path):
     cfg = toy_config(toy, tmp_path / "straight", tvnet="tvnet-1-1-5", batch=4, steps=4, lr_steps=(3,),
                      input_size=24, width=4, flip=True, dropout=0.3, checkpoint_every=2, log_every=1)

@@ -85,7 +85,8 @@ class ActionModel(nn.Module):
     """
 
     def __init__(self, tvnet: TVNet, num_classes: int, length: int, modality: str = "flow",
-                 config: ClassifierConfig = ClassifierConfig(), flow_bound: float = 20.0) -> None:
+                 config: ClassifierConfig = ClassifierConfig(), flow_bound: float = 20.0,
+                 checkpoint_pairs: int = 0) -> None:
         super().__init__()
         if modality not in MODALITIES:
             raise TVNetError(f"modality must be one of {', '.join(MODALITIES)}, not {modality!r}")
@@ -95,21 +96,40 @@ class ActionModel(nn.Module):
         self.modality = modality
         self.length = length
         self.flow_bound = flow_bound
+        self.checkpoint_pairs = checkpoint_pairs
         self.flow_net = ResNet(2 * (length - 1), num_classes, config) if modality != "rgb" else None
         self.rgb_net = ResNet(3, num_classes, config) if modality != "flow" else None
 
+    def _flow_energy(self, f0: torch.Tensor, f1: torch.Tensor, with_energy: bool) -> tuple[torch.Tensor, torch.Tensor]:
+        """Frame pairs `(P, 3, H, W)` -> flow `(P, 2, H, W)` and per-pair L_f `(P,)`."""
+        with torch.autocast(f0.device.type, enabled=False):  # TV-L1 iterations in float32
+            i0, i1 = self.tvnet.prepare(f0, f1)
+            flow = self.tvnet.solve(i0, i1)
+            if with_energy:
+                return flow, tvl1_energy(flow, i0, i1, self.tvnet.config.lam)
+            return flow, flow.new_zeros(flow.shape[0])
+
     def flow_stack(self, clips: torch.Tensor, with_energy: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
-        """Clips `(N, L, 3, H, W)` -> flow stack `(N, 2(L-1), H, W)` pixels, mean L_f."""
+        """Clips `(N, L, 3, H, W)` -> flow stack `(N, 2(L-1), H, W)` pixels, mean L_f.
+
+        With `checkpoint_pairs` > 0 and autograd on, TVNet runs in chunks of that many
+        pairs under activation checkpointing: the unrolled iterations are recomputed in
+        the backward pass instead of stored (memory of one chunk instead of all pairs).
+        """
         n, L = clips.shape[:2]
         f0 = clips[:, :-1].reshape(n * (L - 1), *clips.shape[2:])
         f1 = clips[:, 1:].reshape(n * (L - 1), *clips.shape[2:])
-        i0, i1 = self.tvnet.prepare(f0, f1)
-        flow = self.tvnet.solve(i0, i1)  # (N(L-1), 2, H, W)
-        if with_energy:
-            energy = tvl1_energy(flow, i0, i1, self.tvnet.config.lam).mean()
+        chunk = self.checkpoint_pairs
+        if chunk > 0 and torch.is_grad_enabled():
+            from torch.utils.checkpoint import checkpoint
+
+            parts = [checkpoint(self._flow_energy, a, b, with_energy, use_reentrant=False)
+                     for a, b in zip(f0.split(chunk), f1.split(chunk))]
+            flow = torch.cat([p[0] for p in parts])
+            energy = torch.cat([p[1] for p in parts])
         else:
-            energy = flow.new_zeros(())
-        return flow.reshape(n, 2 * (L - 1), *flow.shape[-2:]), energy
+            flow, energy = self._flow_energy(f0, f1, with_energy)
+        return flow.reshape(n, 2 * (L - 1), *flow.shape[-2:]), energy.mean()
 
     def forward(self, clips: torch.Tensor, with_energy: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
         b, s = clips.shape[:2]

@@ -61,6 +61,7 @@ class ActionTrainConfig:
     width: int = 64
     dropout: float = 0.5
     flow_bound: float = 20.0
+    checkpoint_pairs: int = 0  # >0: TVNet under activation checkpointing, this many pairs a chunk
     # clips
     frame_size: tuple[int, int] = (256, 340)  # decode size (H, W)
     input_size: int = 224
@@ -162,7 +163,8 @@ def build_model(config: ActionTrainConfig, num_classes: int) -> ActionModel:
     """TVNet (preset or weights file) + classifier, with TVNet's trainable parts set."""
     tvnet = TVNet.from_file(config.weights) if config.weights else TVNet.from_preset(config.tvnet)
     cls_cfg = ClassifierConfig(config.depth, config.width, config.dropout)
-    model = ActionModel(tvnet, num_classes, config.length, config.modality, cls_cfg, config.flow_bound)
+    model = ActionModel(tvnet, num_classes, config.length, config.modality, cls_cfg, config.flow_bound,
+                        config.checkpoint_pairs)
     frozen = config.freeze_tvnet or config.modality == "rgb"
     tvnet.set_trainable("none" if frozen else "all")
     return model

@@ -69,6 +69,8 @@ def _print_eval(res: dict, classes_n: int) -> None:
 @click.option("--steps", type=int, help="Training steps [paper: ucf101 18000, hmdb51 7000].")
 @click.option("--lr-steps", help="Comma-separated decay steps [paper: 10000,16000 / 4000,6000].")
 @click.option("--flow-bound", type=float, default=20.0, show_default=True, help="Flow scale into the classifier.")
+@click.option("--checkpoint-pairs", type=int, default=0, show_default=True,
+              help="Recompute TVNet in the backward pass, this many frame pairs a chunk (saves memory).")
 @click.option("--amp/--no-amp", default=True, show_default=True, help="Mixed precision (CUDA only).")
 @click.option("--device", default="auto", show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True)
