@@ -120,7 +120,7 @@ def test_usage_errors_exit_2(tmp_path, args, msg):
 def test_list_with_missing_entry(tmp_path):
     clip = write_clip(tmp_path / "v" / "c.avi", 3)
     lst = tmp_path / "list.txt"
-    lst.write_text(f"{clip}\n{tmp_path / 'v' / 'gone.avi'}\n\n")
+    lst.write_text(f"v/{clip.name} 5\n{tmp_path / 'v' / 'gone.avi'}\n\n")  # relative "path label" line
     r = run(f"@{lst}", "--out", str(tmp_path / "o"), *SMALL)
     assert r.exit_code == 1
     assert "gone.avi: file not found" in r.output

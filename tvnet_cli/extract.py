@@ -192,17 +192,20 @@ def _is_within(path: Path, parent: Path) -> bool:
 
 
 def _read_list(list_file: Path) -> list[Path]:
+    """Paths in a list file, one a line; `path label` lines (mmaction2 video lists) keep the
+    path. Relative paths are taken from the list's folder, else from the current folder."""
     try:
         lines = list_file.read_text().splitlines()
     except OSError as e:
         raise TVNetError(f"{list_file}: cannot read list ({e.strerror})") from None
-    base = list_file.parent
     out = []
-    for line in lines:
-        line = line.strip()
-        if line and not line.startswith("#"):
-            p = Path(line.split()[0]) if not Path(line).exists() else Path(line)
-            out.append(p if p.is_absolute() else base / p)
+    for line in (ln.strip() for ln in lines):
+        if not line or line.startswith("#"):
+            continue
+        cands = [line] + ([line.split()[0]] if len(line.split()) > 1 else [])
+        paths = [p for c in cands for p in ((Path(c),) if Path(c).is_absolute()
+                                             else (list_file.parent / c, Path(c)))]
+        out.append(next((p for p in paths if p.exists()), paths[0]))
     return out
 
 
