@@ -355,7 +355,7 @@ def train_action(config: ActionTrainConfig, progress: Progress | None = None, re
         if scaler is not None and ckpt.get("scaler"):
             scaler.load_state_dict(ckpt["scaler"])
         start = int(ckpt["step"])
-    elif ckpt_path.is_file() and rank == 0:
+    elif ckpt_path.is_file():
         raise TVNetError(f"{ckpt_path}: a checkpoint exists; pass --resume to continue or use another --out")
     net = model
     if world > 1:
@@ -423,7 +423,7 @@ def train_action(config: ActionTrainConfig, progress: Progress | None = None, re
             plot_curves(rows, out / "curve.png")
         (out / "train.json").write_text(json.dumps(
             {"config": config.to_dict(), "classes": list(classes), "final": last, "steps": config.steps}, indent=1))
-    return {"step": max(step + 1, start) if start < config.steps else start, **last,
+    return {"step": max(start, config.steps), **last,
             "checkpoint": str(ckpt_path), "tvnet": str(out / "tvnet.pt")}
 
 
