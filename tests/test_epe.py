@@ -192,3 +192,9 @@ def test_errors(data_dir: Path, tmp_path: Path) -> None:
     (seq / "frame11.png").unlink()  # missing frame
     assert "frame11.png" in run_fail("epe", str(tmp_path / "mb"))
     assert "weights file not found" in run_fail("epe", str(tmp_path / "mb"), "--weights", str(tmp_path / "w.pt"))
+
+
+@pytest.mark.parametrize("command", ["epe", "train", "viz"])
+def test_help(command: str) -> None:
+    res = CliRunner().invoke(main, [command, "--help"])
+    assert res.exit_code == 0 and "Usage:" in res.output
