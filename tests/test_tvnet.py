@@ -167,3 +167,19 @@ def test_bad_weights_and_configs_raise_clear_errors(tmp_path):
     with pytest.raises(TVNetError, match="iters"):
         TVNetConfig(iters=0)
     assert TVNet.from_preset("tvnet-2-3-4").config.name == "tvnet-2-3-4"
+
+
+def test_checkpointed_training_gives_identical_gradients():
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand(2, 3, 32, 40, generator=g) * 255
+    y = torch.roll(x, 1, 3)
+    model = TVNet.from_preset("tvnet-3-1-10")
+    model.set_trainable("all")
+    grads = []
+    for flag in (True, False):
+        model.checkpoint = flag
+        model.zero_grad()
+        model(x, y).pow(2).mean().backward()
+        grads.append([p.grad.clone() for p in model.parameters()])
+    for a, b in zip(*grads):
+        torch.testing.assert_close(a, b)

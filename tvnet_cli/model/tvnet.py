@@ -15,6 +15,7 @@ from pathlib import Path
 
 import torch
 from torch import nn
+from torch.utils.checkpoint import checkpoint
 
 from ..errors import TVNetError
 from . import ops
@@ -132,6 +133,11 @@ def _tv_l1_level(
     return u
 
 
+def _checkpointed_step(*args):
+    """`tv_l1_step` that stores only its inputs for backward and recomputes the rest."""
+    return checkpoint(tv_l1_step, *args, use_reentrant=False)
+
+
 _COMPILED_STEP = None
 
 
@@ -177,6 +183,9 @@ class TVNet(nn.Module):
         self.backward_taps = nn.Parameter(torch.tensor(ops.BACKWARD_TAPS, dtype=f))  # (2, 2)
         self.u0 = nn.Parameter(torch.zeros(1, 2, *self.config.u0_grid, dtype=f))  # pixels
         self.compiled = False  # inference uses the fused step (`compiled_step`); same flow
+        # Training: recompute each iteration in backward instead of storing its ~15
+        # intermediates (about 4x less memory for ~1.3x compute; same gradients).
+        self.checkpoint = True
 
     # -- construction -------------------------------------------------------------------
     @classmethod
@@ -262,8 +271,12 @@ class TVNet(nn.Module):
         b, _, h, w = i0.shape
         sizes = ops.pyramid_sizes(h, w, cfg.scales, cfg.zfactor)
         taps = (self.centred_taps, self.forward_taps, self.backward_taps)
-        fused = self.compiled and not torch.is_grad_enabled()  # training keeps the eager step
-        step = compiled_step() if fused else tv_l1_step
+        if not torch.is_grad_enabled():
+            step = compiled_step() if self.compiled else tv_l1_step
+        elif self.checkpoint:
+            step = _checkpointed_step
+        else:
+            step = tv_l1_step
         u = self.initial_flow(sizes[-1], (h, w), b)
         for size in reversed(sizes):  # coarsest first; every level resampled from full size
             u = ops.resize_flow(u, size)

@@ -1,0 +1,151 @@
+"""Engine benchmark: ms/pair of TVNet against OpenCV DualTVL1 on the same frames, same run.
+
+    python bench/bench_engine.py [--pairs 4] [--repeats 3] [--batch 8] [--skip-memory]
+
+Frames: consecutive 340x256 frames of ../shared/data/videos/test.mp4 (or --video).
+Rows are measured interleaved (round robin), so load from other processes hits every row
+alike; the ratios against OpenCV's default DualTVL1 are the numbers to quote.
+Also reports: time from process start to the first flow of the compiled path (warm
+inductor cache), and the peak memory of one TVNet-50 training step (batch 8, 340x256).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+DEFAULT_VIDEO = ROOT.parent / "shared" / "data" / "videos" / "test.mp4"
+
+
+def load_pairs(video: Path, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """n consecutive pairs as (n, 256, 340, 3) uint8 arrays (frame t and t+1)."""
+    from tvnet_cli.io.video import read_frames
+
+    frames = read_frames(video, size=(256, 340), max_frames=n + 1)
+    return frames[:-1], frames[1:]
+
+
+def opencv_runner(settings: str):
+    import cv2
+
+    cv2.setNumThreads(torch.get_num_threads())
+    if settings == "default":
+        tv = cv2.optflow.DualTVL1OpticalFlow_create()
+    else:  # the same algorithm and iteration counts as TVNet 5-5-50
+        tv = cv2.optflow.DualTVL1OpticalFlow_create(
+            tau=0.25, lambda_=0.15, theta=0.3, nscales=5, warps=5, epsilon=0.0,
+            innnerIterations=50, outerIterations=1, scaleStep=0.5, gamma=0.0, medianFiltering=1)
+
+    def run(a: np.ndarray, b: np.ndarray) -> None:
+        for x, y in zip(a, b):
+            tv.calc(cv2.cvtColor(x, cv2.COLOR_RGB2GRAY), cv2.cvtColor(y, cv2.COLOR_RGB2GRAY), None)
+
+    return run
+
+
+def tvnet_runner(preset: str, compiled: bool, batch: int):
+    from tvnet_cli import TVNet
+
+    model = TVNet.from_preset(preset)
+    model.compiled = compiled
+
+    def run(a: np.ndarray, b: np.ndarray) -> None:
+        ta = torch.from_numpy(a).permute(0, 3, 1, 2)
+        tb = torch.from_numpy(b).permute(0, 3, 1, 2)
+        for i in range(0, len(ta), batch):
+            model.predict(ta[i:i + batch], tb[i:i + batch])
+
+    return run
+
+
+def startup_seconds() -> float:
+    """Seconds from a fresh interpreter to the first compiled TVNet-50 flow (warm cache)."""
+    code = ("import time; t=time.time(); import torch; from tvnet_cli import TVNet; "
+            "m=TVNet.from_preset('tvnet-50'); m.compiled=True; x=torch.rand(1,3,256,340); "
+            "m.predict(x,x); print(time.time()-t)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    return float(out.stdout.strip().splitlines()[-1])
+
+
+def train_step_peak_mib(batch: int = 8) -> float:
+    """Peak RSS growth (MiB) of one forward+backward TVNet-50 step at 340x256, in a subprocess."""
+    code = f"""
+import resource, torch
+from tvnet_cli import TVNet
+m = TVNet.from_preset('tvnet-50'); m.set_trainable('all')
+x = torch.randint(0, 256, ({batch}, 3, 256, 340), dtype=torch.uint8); y = torch.roll(x, 2, 3)
+gt = torch.zeros({batch}, 2, 256, 340); gt[:, 0] = 2
+m(x[:1], y[:1]).sum().backward()  # warm up allocator and kernels
+m.zero_grad()
+base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+loss = (m(x, y) - gt).norm(dim=1).mean(); loss.backward()
+print((resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - base) / 1024, base / 1024)
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    grow, _base = (float(v) for v in out.stdout.split())
+    return grow
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--video", type=Path, default=DEFAULT_VIDEO)
+    ap.add_argument("--pairs", type=int, default=8)
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--batch", type=int, default=8)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--skip-memory", action="store_true")
+    ap.add_argument("--json", type=Path)
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    a, b = load_pairs(args.video, args.pairs)
+
+    rows = {
+        "OpenCV DualTVL1 default": opencv_runner("default"),
+        "OpenCV DualTVL1 5-5-50": opencv_runner("5-5-50"),
+        "TVNet-50 eager, batch 1": tvnet_runner("tvnet-50", False, 1),
+        f"TVNet-50 eager, batch {args.batch}": tvnet_runner("tvnet-50", False, args.batch),
+        "TVNet-50 compiled, batch 1": tvnet_runner("tvnet-50", True, 1),
+        f"TVNet-50 compiled, batch {args.batch}": tvnet_runner("tvnet-50", True, args.batch),
+        "TVNet-5-5-50 eager, batch 1": tvnet_runner("tvl1", False, 1),
+        f"TVNet-5-5-50 compiled, batch {args.batch}": tvnet_runner("tvl1", True, args.batch),
+    }
+    for run in rows.values():  # warm-up (and compile) outside the timing
+        run(a[:2], b[:2])
+        run(a[: args.batch], b[: args.batch])
+    times = {k: [] for k in rows}
+    for _ in range(args.repeats):
+        for name, run in rows.items():
+            t = time.perf_counter()
+            run(a, b)
+            times[name].append((time.perf_counter() - t) / len(a) * 1000)
+    base = float(np.median(times["OpenCV DualTVL1 default"]))
+    result = {"machine": f"{platform.machine()} {platform.processor() or ''}".strip(),
+              "threads": args.threads, "torch": torch.__version__, "pairs": len(a),
+              "size": "340x256", "rows": {}}
+    print(f"{'':40s} {'ms/pair':>9s} {'speed-up vs OpenCV default':>28s}")
+    for name, ts in times.items():
+        ms = float(np.median(ts))
+        result["rows"][name] = {"ms_per_pair": round(ms, 2), "speedup_vs_opencv_default": round(base / ms, 2)}
+        print(f"{name:40s} {ms:9.1f} {base / ms:27.1f}x")
+    result["startup_to_first_compiled_flow_s"] = round(startup_seconds(), 1)
+    print(f"start-up to first compiled flow (warm cache): {result['startup_to_first_compiled_flow_s']} s")
+    if not args.skip_memory:
+        result["train_step_peak_mib_b8"] = round(train_step_peak_mib(8), 0)
+        print(f"TVNet-50 training step, batch 8, 340x256: peak memory +{result['train_step_peak_mib_b8']:.0f} MiB")
+    print(f"(ru_maxrss of this process: {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MiB)")
+    if args.json:
+        args.json.write_text(json.dumps(result, indent=2))
+
+
+if __name__ == "__main__":
+    main()
