@@ -349,17 +349,15 @@ def _complete_counts(job: VideoJob, config: ExtractConfig) -> tuple[int, int]:
 class _Video:
     """Book-keeping of one video in flight: outputs, pending writes, completion."""
 
-    def __init__(self, job: VideoJob, outputs: list, config: ExtractConfig) -> None:
+    def __init__(self, job: VideoJob, outputs: list) -> None:
         self.job = job
-        self.outputs = outputs
-        self.config = config
+        self.outputs = outputs  # DirOutput / H5Output, created once the file opened as a video
         self.lock = threading.Lock()
         self.pending = 0  # frames and pairs handed on but not yet written
         self.decoded: int | None = None  # frames, once decoding ended
         self.info = None
         self.error = ""
         self.closed = False
-        self.result: VideoResult | None = None
 
     def add_pending(self, n: int = 1) -> None:
         with self.lock:
@@ -444,7 +442,12 @@ class _Runner:
             outs.append(DirOutput(paths[0], c.formats, frames=c.frames, start_index=c.start_index,
                                   jpeg_quality=c.jpeg_quality))
         if "h5" in c.formats and (c.overwrite or not paths[-1].exists()):
-            outs.append(H5Output(paths[-1], c.h5_dtype, c.bound))
+            try:
+                outs.append(H5Output(paths[-1], c.h5_dtype, c.bound))
+            except OSError:
+                for o in outs:
+                    o.abort()
+                raise
         return outs
 
     def _submit(self, video: _Video, fn: Callable[[], None]) -> None:
@@ -472,19 +475,19 @@ class _Runner:
         return output_size(width, height, c.width, c.height, c.short_side)
 
     def _decode_one(self, job: VideoJob) -> None:
+        """Decode one video into frame writes and (t, t + step) pairs for the batcher."""
         c = self.config
-        try:
-            outputs = self._make_outputs(job)
-        except OSError as e:
-            self._record(VideoResult(str(job.src), str(job.rel), "failed", label=job.label,
-                                     message=f"{job.src}: cannot write output ({e.strerror or e}: {e.filename})"))
-            return
-        video = _Video(job, outputs, c)
-        window: deque[np.ndarray] = deque()
+        video = _Video(job, [])
+        window: deque[np.ndarray] = deque()  # the last step + 1 frames
         n = 0
         try:
-            info = probe(job.src)
+            info = probe(job.src)  # a bad file fails here, before any output exists
             video.info = info
+            try:
+                video.outputs = self._make_outputs(job)
+            except OSError as e:
+                raise TVNetError(f"{job.src}: cannot write output ({e.strerror or e}: {e.filename})") from None
+            outputs = video.outputs
             # always a fixed size: a stream that changes resolution still gives equal-size pairs
             size = self._size(info.width, info.height) or (info.height, info.width)
             frames = iter_frames(job.src, size)
