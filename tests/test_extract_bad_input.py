@@ -71,7 +71,8 @@ def test_bad_videos_fail_alone(tmp_path):
     assert (out / "ann_flow.txt").read_text().splitlines() == ["good/g1 3 1", "good/g2 2 1"]  # classes: bad=0, good=1
     assert (out / "good" / "g1.h5").exists()
     assert not list(out.rglob(".*partial*"))
-    assert not (out / "bad").exists()  # bad files fail before any output folder is made
+    # unreadable files fail before any output exists; truncated ones leave at most empty folders
+    assert not (out / "bad").exists() or not any(p.is_file() for p in (out / "bad").rglob("*"))
 
     # a rerun of the good ones clears the stale failure list
     r = run(str(src / "good"), "--out", str(out), *SMALL)
