@@ -121,3 +121,14 @@ def test_unknown_codec_is_reported(tmp_path):
         probe(bad)
     with pytest.raises(TVNetError, match="codec.avi: unreadable codec"):
         next(iter_frames(bad))
+
+
+def test_truncated_mkv_without_frame_count_is_reported(tmp_path):
+    """Matroska has no frame count in its header: the duration x fps estimate catches the cut."""
+    clip = write_clip(tmp_path / "full.mkv", 50)
+    data = clip.read_bytes()
+    cut = tmp_path / "cut.mkv"
+    cut.write_bytes(data[: int(len(data) * 0.6)])
+    assert probe(clip).header_frames == 0 and len(read_frames(clip)) == 50
+    with pytest.raises(TVNetError, match="cut.mkv: truncated or corrupt video .* the duration promises"):
+        read_frames(cut)
