@@ -109,6 +109,7 @@ def test_video_output_folder_not_writable(tmp_path):
     (["CLIP", "--short-side", "10", "--width", "5"], "either --short-side"),
     (["CLIP", "--batch", "0"], "--batch must be > 0"),
     (["CLIP", "--gpus", "x"], "--gpus"),
+    (["CLIP", "--preset", "nope"], "unknown preset"),
 ])
 def test_usage_errors_exit_2(tmp_path, args, msg):
     clip = write_clip(tmp_path / "c.avi", 2)
@@ -126,3 +127,12 @@ def test_list_with_missing_entry(tmp_path):
     assert r.exit_code == 1
     assert "gone.avi: file not found" in r.output
     assert (tmp_path / "o" / "c" / "flow_x_00002.jpg").exists()
+
+
+def test_bad_weights_file_exit_1(tmp_path):
+    clip = write_clip(tmp_path / "c.avi", 2)
+    bad = tmp_path / "w.pt"
+    bad.write_text("not weights")
+    r = run(str(clip), "--out", str(tmp_path / "o"), "--weights", str(bad))
+    assert r.exit_code == 1 and "w.pt: not a TVNet weights file" in r.output
+    assert len(r.output.strip().splitlines()) == 1

@@ -75,7 +75,7 @@ def extract(inputs: tuple[str, ...], out: Path, formats: tuple[str, ...], preset
     import torch
 
     from ..errors import TVNetError
-    from ..extract import ExtractConfig, check_output, extract as run_extract, parse_gpus, torchrun_shard
+    from ..extract import ExtractConfig, build_model, check_output, extract as run_extract, parse_gpus, torchrun_shard
 
     for inp in inputs:
         p = Path(inp[1:] if inp.startswith("@") else inp)
@@ -95,7 +95,15 @@ def extract(inputs: tuple[str, ...], out: Path, formats: tuple[str, ...], preset
     except TVNetError as e:
         raise click.UsageError(str(e)) from None
 
-    check_output(config.out)  # before the bar: a fatal error prints as one line
+    # fatal errors before the bar, as one line: an unknown preset is a usage error (2),
+    # an unreadable weights file or output folder a failure (1)
+    try:
+        build_model(config)
+    except TVNetError as e:
+        if weights is None:
+            raise click.UsageError(str(e)) from None
+        raise
+    check_output(config.out)
     summary = _run_with_progress(inputs, config, run_extract)
     if summary.failed:
         sys.exit(1)
