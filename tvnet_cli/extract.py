@@ -512,13 +512,16 @@ class _Runner:
         video.decode_finished(n, self._close)
 
     def _decoder(self) -> None:
-        while True:
-            try:
-                job = self.job_queue.get_nowait()
-            except queue.Empty:
-                break
-            self._decode_one(job)
-        self.pairs.put(_END)
+        """Decoder thread: videos from the job queue until it is empty, then _END."""
+        try:
+            while True:
+                try:
+                    job = self.job_queue.get_nowait()
+                except queue.Empty:
+                    break
+                self._decode_one(job)
+        finally:
+            self.pairs.put(_END)  # the batcher must never wait for a dead decoder
 
     # -- completion ------------------------------------------------------------------------
     def _record(self, result: VideoResult) -> None:
