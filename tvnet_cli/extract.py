@@ -589,9 +589,16 @@ class _Runner:
         import torch
 
         c = self.config
+        threads_before = torch.get_num_threads()
         if c.torch_threads:
             torch.set_num_threads(c.torch_threads)
-        model = build_model(c).to(self.device).eval()
+        try:
+            return self._run(build_model(c).to(self.device).eval())
+        finally:
+            torch.set_num_threads(threads_before)  # a library call leaves the caller's setting
+
+    def _run(self, model) -> list[VideoResult]:
+        c = self.config
         self.model_meta = _model_meta(c, model)
         wants = {"q"} if "jpeg" in c.formats else set()
         if "flo" in c.formats or "npy" in c.formats:
