@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from .errors import TVNetError
-from .io.datasets import PairData, find_pairs, load_pair
+from .io.datasets import FlowPair, PairData, find_pairs, load_pair
 from .metrics import flow_errors, mean_errors
 from .model import TVNet, tvl1_energy
 
@@ -54,6 +54,7 @@ class TrainFlowConfig:
     video_frames: int = 64  # frames read per video (unsupervised)
     video_size: tuple[int, int] | None = None  # (h, w) decode size for videos
     val_every: int = 100
+    eval_limit: int = 50  # before/after/validation EPE on at most this many pairs (evenly spaced)
     checkpoint_every: int = 100
     seed: int = 0
     threads: int = 2  # torch CPU threads
@@ -100,8 +101,11 @@ def to_tensor(img: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(np.array(img, copy=True)).permute(2, 0, 1)[None].float()
 
 
-def load_gt_pairs(root: str, layout: str | None, names: tuple[str, ...]) -> list[PairData]:
-    """The pairs of a dataset that have ground truth, optionally only those named."""
+def load_gt_pairs(root: str, layout: str | None, names: tuple[str, ...]) -> list[FlowPair]:
+    """The pairs of a dataset that have ground truth, optionally only those named.
+
+    Only paths: frames are read when a step or an evaluation needs them, so a large dataset
+    (Sintel: 1041 pairs) does not have to fit in memory."""
     _, pairs = find_pairs(root, layout, require_gt=True)
     if names:
         known = {p.name for p in pairs}
@@ -110,7 +114,14 @@ def load_gt_pairs(root: str, layout: str | None, names: tuple[str, ...]) -> list
             raise TVNetError(f"{root}: no ground-truth pair named {', '.join(missing)} "
                              f"(have: {', '.join(sorted(known))})")
         pairs = [p for p in pairs if p.name in names]
-    return [load_pair(p) for p in pairs]
+    return pairs
+
+
+def spread(items: list, limit: int) -> list:
+    """At most `limit` items, evenly spaced (evaluation subsets of large datasets)."""
+    if limit <= 0 or len(items) <= limit:
+        return list(items)
+    return [items[round(i * (len(items) - 1) / (limit - 1))] for i in range(limit)] if limit > 1 else items[:1]
 
 
 def _rescale(d: PairData, scale: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -172,13 +183,14 @@ def _crop_flip(tensors: list[torch.Tensor], cfg: TrainFlowConfig, gen: torch.Gen
 
 
 # -- evaluation ------------------------------------------------------------------------------
-def evaluate(model: TVNet, pairs: list[PairData], scale: float = 1.0) -> dict:
+def evaluate(model: TVNet, pairs: list[FlowPair | PairData], scale: float = 1.0) -> dict:
     """Mean metrics (per pair, then averaged) of `model.predict` on whole pairs at `scale`.
 
     Returns `mean_errors` output plus "per_pair": {name: metrics}.
     """
     rows = {}
-    for d in pairs:
+    for p in pairs:
+        d = load_pair(p) if isinstance(p, FlowPair) else p
         f0, f1, gt, valid = _rescale(d, scale)
         flow = model.predict(f0, f1)[0].permute(1, 2, 0).numpy()  # (h, w, 2)
         rows[d.name] = flow_errors(flow, gt[0].permute(1, 2, 0).numpy(), valid[0, 0].numpy() > 0)
@@ -250,13 +262,16 @@ def train_flow(cfg: TrainFlowConfig, out: str | Path, *, resume: bool = False,
 
     if cfg.unsupervised:
         train_items = _video_pairs(cfg)
-        train_gt: list[PairData] = []
+        train_pairs: list[FlowPair] = []
     else:
-        train_gt = load_gt_pairs(cfg.data, cfg.layout, cfg.pairs)
-        train_items = [_rescale(d, cfg.scale) for d in train_gt]
+        train_pairs = load_gt_pairs(cfg.data, cfg.layout, cfg.pairs)
+        # small datasets stay decoded in memory; large ones are read pair by pair each step
+        train_items = [_rescale(load_pair(p), cfg.scale) for p in train_pairs] if len(train_pairs) <= 16 else None
     val_gt = [d for root in cfg.val_data for d in load_gt_pairs(root, cfg.val_layout, ())]
     if cfg.val_pairs:
         val_gt = [d for d in val_gt if d.name in cfg.val_pairs]
+    val_gt = spread(val_gt, cfg.eval_limit)
+    train_gt = spread(train_pairs, cfg.eval_limit)  # pairs for the before/after EPE
 
     losses: list[float] = []
     val_curve: list[tuple[int, float]] = []
@@ -280,13 +295,14 @@ def train_flow(cfg: TrainFlowConfig, out: str | Path, *, resume: bool = False,
         opt.zero_grad(set_to_none=True)
         total = 0.0
         for _ in range(cfg.batch):  # gradient accumulation: pairs may differ in size
-            i = int(torch.randint(0, len(train_items), (1,), generator=gen))
+            i = int(torch.randint(0, len(train_items or train_pairs), (1,), generator=gen))
             if cfg.unsupervised:
                 f0, f1 = _crop_flip(list(train_items[i]), cfg, gen, None)
                 flow = model(f0, f1)  # (1, 2, h, w)
                 loss = tvl1_energy(flow, *model.prepare(f0, f1), lam=model.config.lam).mean()
             else:
-                f0, f1, gt, valid = _crop_flip(list(train_items[i]), cfg, gen, 2)
+                item = train_items[i] if train_items is not None else _rescale(load_pair(train_pairs[i]), cfg.scale)
+                f0, f1, gt, valid = _crop_flip(list(item), cfg, gen, 2)
                 flow = model(f0, f1)
                 epe = torch.sqrt(((flow - gt) ** 2).sum(dim=1, keepdim=True) + 1e-8)  # (1, 1, h, w)
                 loss = (epe * valid).sum() / valid.sum().clamp_min(1.0)

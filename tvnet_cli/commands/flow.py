@@ -38,12 +38,14 @@ def _names(text: str | None) -> tuple[str, ...]:
 @click.argument("dataset", type=click.Path(path_type=Path))
 @click.option("--layout", type=LAYOUT_CHOICE, default=None, help="Dataset layout (default: detect).")
 @click.option("--preset", default="tvnet-50", show_default=True, help="Model preset (see `tvnet presets`).")
-@click.option("--weights", type=click.Path(path_type=Path), default=None, help="Trained weights file (overrides --preset).")
+@click.option("--weights", type=click.Path(path_type=Path), default=None,
+              help="Trained weights file (overrides --preset).")
 @click.option("--pass", "sintel_pass", type=click.Choice(["clean", "final"]), default="clean", show_default=True,
               help="MPI-Sintel rendering pass.")
 @click.option("--kitti-gt", type=click.Choice(["flow_occ", "flow_noc"]), default="flow_occ", show_default=True,
               help="KITTI ground truth: all pixels or non-occluded only.")
-@click.option("--json", "json_out", type=click.Path(path_type=Path), default=None, help="Also write the results as JSON.")
+@click.option("--json", "json_out", type=click.Path(path_type=Path), default=None,
+              help="Also write the results as JSON.")
 @click.option("--save-flow", type=click.Path(path_type=Path), default=None, help="Write predicted .flo files here.")
 @click.option("--compare", type=click.Choice(["opencv"]), default=None,
               help="Add OpenCV DualTVL1 rows with the same settings (needs opencv-contrib).")
@@ -125,14 +127,17 @@ def epe(dataset: Path, layout: str | None, preset: str, weights: Path | None, si
 @click.option("--video-frames", type=int, default=64, show_default=True, help="Frames read per video.")
 @click.option("--video-size", default=None, help="Decode videos at HxW.")
 @click.option("--val-every", type=int, default=100, show_default=True)
+@click.option("--eval-limit", type=int, default=50, show_default=True,
+              help="Measure EPE before/after and on validation on at most this many pairs.")
 @click.option("--checkpoint-every", type=int, default=100, show_default=True)
 @click.option("--resume", is_flag=True, help="Continue from <out>.ckpt.")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--threads", type=int, default=2, show_default=True, help="CPU threads for torch.")
 def train(dataset: Path | None, out: Path, videos: Path | None, layout: str | None, pairs: str | None,
-          val_data: tuple[Path, ...], val_pairs: str | None, init: str, smooth_sigma: float | None, train_part: str, optimizer: str,
-          lr: float, u0_lr: float | None, steps: int, batch: int, crop: str | None, flip: bool, scale: float,
-          video_frames: int, video_size: str | None, val_every: int, checkpoint_every: int, resume: bool,
+          val_data: tuple[Path, ...], val_pairs: str | None, init: str, smooth_sigma: float | None,
+          train_part: str, optimizer: str, lr: float, u0_lr: float | None, steps: int, batch: int,
+          crop: str | None, flip: bool, scale: float, video_frames: int, video_size: str | None,
+          val_every: int, eval_limit: int, checkpoint_every: int, resume: bool,
           seed: int, threads: int) -> None:
     """Train TVNet on ground-truth flow (EPE loss) or, with --unsupervised, on videos.
 
@@ -148,10 +153,11 @@ def train(dataset: Path | None, out: Path, videos: Path | None, layout: str | No
         raise click.UsageError("give either DATASET (supervised) or --unsupervised VIDEOS")
     cfg = TrainFlowConfig(
         data=str(videos or dataset), layout=layout, pairs=_names(pairs),
-        val_data=tuple(str(v) for v in val_data), val_pairs=_names(val_pairs), init=init, smooth_sigma=smooth_sigma, train=train_part,
+        val_data=tuple(str(v) for v in val_data), val_pairs=_names(val_pairs), init=init,
+        smooth_sigma=smooth_sigma, train=train_part,
         optimizer=optimizer, lr=lr, u0_lr=u0_lr, steps=steps, batch=batch, crop=_size(crop), flip=flip,
         scale=scale, unsupervised=videos is not None, video_frames=video_frames, video_size=_size(video_size),
-        val_every=val_every, checkpoint_every=checkpoint_every, seed=seed, threads=threads)
+        val_every=val_every, eval_limit=eval_limit, checkpoint_every=checkpoint_every, seed=seed, threads=threads)
     console = Console(stderr=True)
     cols = (TextColumn("training"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[info]}"),
             TimeRemainingColumn())
