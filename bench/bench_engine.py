@@ -57,7 +57,7 @@ def tvnet_runner(preset: str, compiled: bool, batch: int):
     from tvnet_cli import TVNet
 
     model = TVNet.from_preset(preset)
-    model.compiled = compiled
+    model.fused = compiled
 
     def run(a: np.ndarray, b: np.ndarray) -> None:
         ta = torch.from_numpy(a).permute(0, 3, 1, 2)
@@ -69,9 +69,9 @@ def tvnet_runner(preset: str, compiled: bool, batch: int):
 
 
 def startup_seconds() -> float:
-    """Seconds from a fresh interpreter to the first compiled TVNet-50 flow (warm cache)."""
+    """Seconds from a fresh interpreter to the first fused TVNet-50 flow (warm cache)."""
     code = ("import time; t=time.time(); import torch; from tvnet_cli import TVNet; "
-            "m=TVNet.from_preset('tvnet-50'); m.compiled=True; x=torch.rand(1,3,256,340); "
+            "m=TVNet.from_preset('tvnet-50'); m.fused=True; x=torch.rand(1,3,256,340); "
             "m.predict(x,x); print(time.time()-t)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     return float(out.stdout.strip().splitlines()[-1])
@@ -114,10 +114,10 @@ def main() -> None:
         "OpenCV DualTVL1 5-5-50": opencv_runner("5-5-50"),
         "TVNet-50 eager, batch 1": tvnet_runner("tvnet-50", False, 1),
         f"TVNet-50 eager, batch {args.batch}": tvnet_runner("tvnet-50", False, args.batch),
-        "TVNet-50 compiled, batch 1": tvnet_runner("tvnet-50", True, 1),
-        f"TVNet-50 compiled, batch {args.batch}": tvnet_runner("tvnet-50", True, args.batch),
+        "TVNet-50 fused, batch 1": tvnet_runner("tvnet-50", True, 1),
+        f"TVNet-50 fused, batch {args.batch}": tvnet_runner("tvnet-50", True, args.batch),
         "TVNet-5-5-50 eager, batch 1": tvnet_runner("tvl1", False, 1),
-        f"TVNet-5-5-50 compiled, batch {args.batch}": tvnet_runner("tvl1", True, args.batch),
+        f"TVNet-5-5-50 fused, batch {args.batch}": tvnet_runner("tvl1", True, args.batch),
     }
     for run in rows.values():  # warm-up (and compile) outside the timing
         run(a[:2], b[:2])
@@ -138,7 +138,7 @@ def main() -> None:
         result["rows"][name] = {"ms_per_pair": round(ms, 2), "speedup_vs_opencv_default": round(base / ms, 2)}
         print(f"{name:40s} {ms:9.1f} {base / ms:27.1f}x")
     result["startup_to_first_compiled_flow_s"] = round(startup_seconds(), 1)
-    print(f"start-up to first compiled flow (warm cache): {result['startup_to_first_compiled_flow_s']} s")
+    print(f"start-up to first fused flow (warm cache): {result['startup_to_first_compiled_flow_s']} s")
     if not args.skip_memory:
         result["train_step_peak_mib_b8"] = round(train_step_peak_mib(8), 0)
         print(f"TVNet-50 training step, batch 8, 340x256: peak memory +{result['train_step_peak_mib_b8']:.0f} MiB")

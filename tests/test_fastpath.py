@@ -10,22 +10,22 @@ from tvnet_cli import TVNet
 
 
 @pytest.mark.parametrize("preset", ["tvnet-50", "tvnet-3-1-10"])
-def test_compiled_step_matches_eager(data_dir, preset):
+def test_fused_step_matches_eager(data_dir, preset):
     f0 = to_batch(load_rgb(data_dir / "chairs/0000001-img0.ppm")[:128, :192])
     f1 = to_batch(load_rgb(data_dir / "chairs/0000001-img1.ppm")[:128, :192])
     f0, f1 = torch.cat([f0, f1]), torch.cat([f1, f0])  # a batch of 2, both directions
     model = TVNet.from_preset(preset)
     reference = model.predict(f0, f1)
-    model.compiled = True
+    model.fused = True
     fast = model.predict(f0, f1)
     assert fast.shape == reference.shape
     assert (fast - reference).abs().mean().item() < 1e-3
     assert (fast - reference).abs().max().item() < 5e-2
 
 
-def test_compiled_flag_leaves_training_on_eager_step():
+def test_fused_flag_leaves_training_on_eager_step():
     model = TVNet.from_preset("tvnet-10")
-    model.compiled = True
+    model.fused = True
     x = torch.rand(1, 1, 16, 20, requires_grad=True)
     model(x, torch.roll(x.detach(), 1, 3)).sum().backward()
     assert x.grad is not None

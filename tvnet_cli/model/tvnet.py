@@ -9,7 +9,6 @@ pyramid level, so one model works at any input size.
 from __future__ import annotations
 
 import dataclasses
-import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -19,6 +18,7 @@ from torch.utils.checkpoint import checkpoint
 
 from ..errors import TVNetError
 from . import ops
+from .fused import fused_step
 
 WEIGHTS_VERSION = 1
 
@@ -78,15 +78,16 @@ def tv_l1_step(
     grad_sq: torch.Tensor,
     rho_c: torch.Tensor,
     taps: tuple[torch.Tensor, torch.Tensor],
-    lt: float,
-    theta: float,
-    taut: float,
-    eps: float,
+    lt: float | torch.Tensor,
+    theta: float | torch.Tensor,
+    taut: float | torch.Tensor,
+    eps: float | torch.Tensor,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """One iteration of Algorithm 1 (one TVNet layer), pure and fusable.
 
     `u`, `px`, `py`, `grad_i` are `(B, 2, h, w)` (flow, dual x/y parts for u1 and u2,
     warped image gradient); `grad_sq`, `rho_c` are `(B, 1, h, w)`. Returns (u, px, py).
+    The constants (lambda*theta, theta, tau/theta, eps) may be 0-d tensors (fused kernel).
     """
     forward, backward = taps
     rho = rho_c + (grad_i * u).sum(dim=1, keepdim=True)
@@ -110,7 +111,7 @@ def _tv_l1_level(
 
     `i0`, `i1` grey `(B, 1, h, w)`; `u` initial flow `(B, 2, h, w)`; returns `(B, 2, h, w)`.
     The dual variables p start at zero once per level (as in the authors' code and OpenCV).
-    `step` is `tv_l1_step` or a compiled version of it.
+    `step` is `tv_l1_step` or the fused kernel (`fused.fused_step`).
     """
     centred, forward, backward = taps
     consts = (cfg.lam * cfg.theta, cfg.theta, cfg.tau / cfg.theta, cfg.eps)
@@ -138,34 +139,6 @@ def _checkpointed_step(*args):
     return checkpoint(tv_l1_step, *args, use_reentrant=False)
 
 
-_COMPILED_STEP = None
-
-
-def compiled_step():
-    """`tv_l1_step` fused by torch.compile (one kernel per iteration on CPU, Triton on CUDA).
-
-    Compiled once per process with dynamic shapes (every pyramid level and batch size shares
-    it); inductor caches the generated code on disk, so later processes start in seconds.
-    Falls back to the eager step, with a warning, where compiling is impossible.
-    """
-    global _COMPILED_STEP
-    if _COMPILED_STEP is None:
-        fused = torch.compile(tv_l1_step, dynamic=True, fullgraph=True)
-
-        def step(*args):
-            global _COMPILED_STEP
-            try:
-                return fused(*args)
-            except Exception as e:  # noqa: BLE001 - any compiler failure means: use eager
-                warnings.warn(f"tvnet: compiled TV-L1 step unavailable ({type(e).__name__}: "
-                              f"{str(e).splitlines()[0] if str(e) else ''}); using eager PyTorch")
-                _COMPILED_STEP = tv_l1_step
-                return tv_l1_step(*args)
-
-        _COMPILED_STEP = step
-    return _COMPILED_STEP
-
-
 class TVNet(nn.Module):
     """TVNet / TV-L1 optical flow: `flow = model(frame0, frame1)`.
 
@@ -182,7 +155,7 @@ class TVNet(nn.Module):
         self.forward_taps = nn.Parameter(torch.tensor(ops.FORWARD_TAPS, dtype=f))  # (2, 2)
         self.backward_taps = nn.Parameter(torch.tensor(ops.BACKWARD_TAPS, dtype=f))  # (2, 2)
         self.u0 = nn.Parameter(torch.zeros(1, 2, *self.config.u0_grid, dtype=f))  # pixels
-        self.compiled = False  # inference uses the fused step (`compiled_step`); same flow
+        self.fused = False  # inference uses the fused kernel (`fused.py`); same flow, faster
         # Training: recompute each iteration in backward instead of storing its ~15
         # intermediates (about 4x less memory for ~1.3x compute; same gradients).
         self.checkpoint = True
@@ -272,7 +245,7 @@ class TVNet(nn.Module):
         sizes = ops.pyramid_sizes(h, w, cfg.scales, cfg.zfactor)
         taps = (self.centred_taps, self.forward_taps, self.backward_taps)
         if not torch.is_grad_enabled():
-            step = compiled_step() if self.compiled else tv_l1_step
+            step = (self.fused and fused_step(i0.device, i0.dtype)) or tv_l1_step
         elif self.checkpoint:
             step = _checkpointed_step
         else:
