@@ -99,3 +99,24 @@ def test_train_errors(data_dir: Path, tmp_path: Path) -> None:
     assert r.exit_code == 2
     with pytest.raises(TVNetError, match="--train"):
         TrainFlowConfig(data="x", train="everything")
+
+
+def test_large_dataset_read_lazily_and_eval_limited(data_dir: Path, tmp_path: Path) -> None:
+    """A Sintel-layout set of 17 pairs (more than are kept in memory): training reads pairs per
+    step, and before/after EPE covers `eval_limit` evenly spaced pairs."""
+    from tvnet_cli.io.flowio import read_flo, write_flo
+
+    img = [np.array(Image.open(data_dir / f"chairs/0000001-img{i}.ppm"))[::8, ::8] for i in (0, 1)]
+    gt = read_flo(data_dir / "chairs/0000001-gt.flo")[::8, ::8] / 8  # (48, 64, 2)
+    scene = tmp_path / "sintel/training/clean/chairs_1"
+    (tmp_path / "sintel/training/flow/chairs_1").mkdir(parents=True)
+    scene.mkdir(parents=True)
+    for i in range(18):
+        Image.fromarray(img[i % 2]).save(scene / f"frame_{i + 1:04d}.png")
+        if i < 17:
+            write_flo(tmp_path / f"sintel/training/flow/chairs_1/frame_{i + 1:04d}.flo", gt if i % 2 == 0 else -gt)
+    cfg = TrainFlowConfig(data=str(tmp_path / "sintel"), steps=2, eval_limit=3, lr=0.01, crop=(32, 32))
+    res = train_flow(cfg, tmp_path / "s.pt")
+    assert list(res.before["train"]["per_pair"]) == ["chairs_1/frame_0001", "chairs_1/frame_0009",
+                                                     "chairs_1/frame_0017"]
+    assert res.after["train"]["valid"] == 3 * 48 * 64
