@@ -93,9 +93,11 @@ def test_gradients_reach_tvnet(toy, tmp_path):
     torch.optim.SGD(model.tvnet.parameters(), lr=1e-3).step()
     changed = [n for n in names if not torch.equal(before[n], getattr(model.tvnet, n))]
     assert {"centred_taps", "forward_taps", "backward_taps"} <= set(changed)
-    # frozen: nothing of TVNet trains
+    # frozen: nothing of TVNet trains; two streams: both classifiers, same output shape
     frozen = build_model(cfg.replace(freeze_tvnet=True), 4)
     assert not any(p.requires_grad for p in frozen.tvnet.parameters())
+    two = build_model(cfg.replace(modality="two-stream"), 4)
+    assert two(clips)[0].shape == (4, 4) and two.rgb_net is not None and two.flow_net is not None
 
 
 def test_checkpointed_tvnet_gives_same_gradients(toy, tmp_path):
