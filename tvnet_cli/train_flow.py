@@ -41,6 +41,7 @@ class TrainFlowConfig:
     val_pairs: tuple[str, ...] = ()
     init: str = "tvnet-50"  # preset name or weights file to start from
     smooth_sigma: float | None = None  # override the model's pre-smoothing (None = keep)
+    theta: float | None = None  # override the model's TV-L1 coupling theta (None = keep)
     train: str = "all"  # all | filters | u0
     optimizer: str = "adam"  # adam | sgd (momentum 0.9)
     lr: float = 0.05
@@ -202,7 +203,7 @@ def evaluate(model: TVNet, pairs: list[FlowPair | PairData], scale: float = 1.0)
 # -- training ----------------------------------------------------------------------------------
 def _make_model(cfg: TrainFlowConfig) -> TVNet:
     init = Path(cfg.init)
-    kw = {} if cfg.smooth_sigma is None else {"smooth_sigma": cfg.smooth_sigma}
+    kw = {k: v for k, v in (("smooth_sigma", cfg.smooth_sigma), ("theta", cfg.theta)) if v is not None}
     model = TVNet.from_file(init, **kw) if init.suffix == ".pt" else TVNet.from_preset(cfg.init, **kw)
     model.set_trainable(cfg.train)
     return model
@@ -243,7 +244,8 @@ def _load_checkpoint(path: Path, cfg: TrainFlowConfig) -> dict:
         raise TVNetError(f"{path}: not a training checkpoint of this tvnet version")
     saved = json.loads(state["train_config"])
     mine = cfg.to_dict()
-    differs = [k for k in ("data", "layout", "pairs", "init", "smooth_sigma", "train", "optimizer", "unsupervised")
+    keys = ("data", "layout", "pairs", "init", "smooth_sigma", "theta", "train", "optimizer", "unsupervised")
+    differs = [k for k in keys
                if json.dumps(saved.get(k)) != json.dumps(mine.get(k))]
     if differs:
         raise TVNetError(f"{path}: checkpoint was made with different {', '.join(differs)}; "

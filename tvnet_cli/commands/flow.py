@@ -113,6 +113,8 @@ def epe(dataset: Path, layout: str | None, preset: str, weights: Path | None, si
 @click.option("--init", default="tvnet-50", show_default=True, help="Start from this preset or weights file.")
 @click.option("--smooth-sigma", type=float, default=None,
               help="Set the model's gaussian pre-smoothing (default: keep the preset's).")
+@click.option("--theta", type=float, default=None,
+              help="Set the model's TV-L1 coupling theta (default: keep the preset's).")
 @click.option("--train", "train_part", type=click.Choice(["all", "filters", "u0"]), default="all", show_default=True,
               help="What trains: filters, the initial flow u0, or both.")
 @click.option("--optimizer", type=click.Choice(["adam", "sgd"]), default="adam", show_default=True)
@@ -135,9 +137,9 @@ def epe(dataset: Path, layout: str | None, preset: str, weights: Path | None, si
 @click.option("--threads", type=int, default=2, show_default=True, help="CPU threads for torch.")
 def train(dataset: Path | None, out: Path, videos: Path | None, layout: str | None, pairs: str | None,
           val_data: tuple[Path, ...], val_pairs: str | None, init: str, smooth_sigma: float | None,
-          train_part: str, optimizer: str, lr: float, u0_lr: float | None, steps: int, batch: int,
-          crop: str | None, flip: bool, scale: float, video_frames: int, video_size: str | None,
-          val_every: int, eval_limit: int, checkpoint_every: int, resume: bool,
+          theta: float | None, train_part: str, optimizer: str, lr: float, u0_lr: float | None,
+          steps: int, batch: int, crop: str | None, flip: bool, scale: float, video_frames: int,
+          video_size: str | None, val_every: int, eval_limit: int, checkpoint_every: int, resume: bool,
           seed: int, threads: int) -> None:
     """Train TVNet on ground-truth flow (EPE loss) or, with --unsupervised, on videos.
 
@@ -154,7 +156,7 @@ def train(dataset: Path | None, out: Path, videos: Path | None, layout: str | No
     cfg = TrainFlowConfig(
         data=str(videos or dataset), layout=layout, pairs=_names(pairs),
         val_data=tuple(str(v) for v in val_data), val_pairs=_names(val_pairs), init=init,
-        smooth_sigma=smooth_sigma, train=train_part,
+        smooth_sigma=smooth_sigma, theta=theta, train=train_part,
         optimizer=optimizer, lr=lr, u0_lr=u0_lr, steps=steps, batch=batch, crop=_size(crop), flip=flip,
         scale=scale, unsupervised=videos is not None, video_frames=video_frames, video_size=_size(video_size),
         val_every=val_every, eval_limit=eval_limit, checkpoint_every=checkpoint_every, seed=seed, threads=threads)
