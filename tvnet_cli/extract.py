@@ -63,6 +63,7 @@ class ExtractConfig:
     h5_dtype: str = "float16"
     jpeg_quality: int = 95
     batch: int = 8  # pairs per model call
+    fused: bool = True  # fused TV-L1 kernel (built once per machine, cached); False = eager
     devices: tuple[str, ...] = ("cpu",)  # one worker process per device when > 1
     overwrite: bool = False
     classes: Path | None = None  # class names, one a line ("name" or UCF101 "index name")
@@ -407,8 +408,11 @@ def build_model(config: ExtractConfig):
 
     overrides = {k: getattr(config, k) for k in ("scales", "warps", "iters") if getattr(config, k)}
     if config.weights is not None:
-        return TVNet.from_file(config.weights, **overrides)
-    return TVNet.from_preset(config.preset, **overrides)
+        model = TVNet.from_file(config.weights, **overrides)
+    else:
+        model = TVNet.from_preset(config.preset, **overrides)
+    model.fused = config.fused
+    return model
 
 
 def _model_meta(config: ExtractConfig, model) -> dict:

@@ -50,6 +50,8 @@ def _formats(ctx: click.Context, param: click.Parameter, value: tuple[str, ...])
               help="HDF5 flow dtype (uint8 = quantised with --bound).")
 @click.option("--jpeg-quality", type=int, default=95, help="JPEG quality, 1..100.")
 @click.option("--batch", type=int, default=8, help="Frame pairs per model call (across videos).")
+@click.option("--fused/--no-fused", default=True, show_default=True,
+              help="Fused TV-L1 kernel: built once per machine (about a minute), then cached.")
 @click.option("--gpus", default=None,
               help="GPU ids, e.g. 0,1 (one worker process each); \"\" = CPU.  "
                    "[default: GPU 0 if CUDA is available, else CPU; cuda:LOCAL_RANK under torchrun]")
@@ -63,7 +65,7 @@ def _formats(ctx: click.Context, param: click.Parameter, value: tuple[str, ...])
 def extract(inputs: tuple[str, ...], out: Path, formats: tuple[str, ...], preset: str,
             scales: int | None, warps: int | None, iters: int | None, weights: Path | None,
             bound: float, step: int, width: int | None, height: int | None, short_side: int | None,
-            start_index: int, no_frames: bool, h5_dtype: str, jpeg_quality: int, batch: int,
+            start_index: int, no_frames: bool, h5_dtype: str, jpeg_quality: int, batch: int, fused: bool,
             gpus: str | None, classes: Path | None, overwrite: bool, decoders: int, writers: int,
             threads: int | None) -> None:
     """Compute optical flow for videos, folders of videos (recursive) or @list.txt files.
@@ -89,7 +91,7 @@ def extract(inputs: tuple[str, ...], out: Path, formats: tuple[str, ...], preset
             out=out, formats=formats, preset=preset, scales=scales, warps=warps, iters=iters,
             weights=weights, bound=bound, step=step, width=width, height=height,
             short_side=short_side, start_index=start_index, frames=not no_frames,
-            h5_dtype=h5_dtype, jpeg_quality=jpeg_quality, batch=batch, devices=devices,
+            h5_dtype=h5_dtype, jpeg_quality=jpeg_quality, batch=batch, fused=fused, devices=devices,
             overwrite=overwrite, classes=classes, decoders=decoders, writers=writers,
             torch_threads=threads, rank=rank, world_size=world)
     except TVNetError as e:

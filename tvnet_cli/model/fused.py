@@ -65,8 +65,12 @@ def _build(path: Path, device: torch.device, dtype: torch.dtype) -> None:
     tmp.replace(path)
 
 
+def _stderr(msg: str) -> None:
+    print(f"tvnet: {msg}", file=sys.stderr, flush=True)
+
+
 def fused_step(device: torch.device, dtype: torch.dtype = torch.float32,
-               notify: Callable[[str], None] | None = None) -> Callable | None:
+               notify: Callable[[str], None] | None = _stderr) -> Callable | None:
     """A callable with `tv_l1_step`'s signature running the fused kernel, or None where it
     cannot be built here (the caller then uses the eager step)."""
     key = _key(device, dtype)

@@ -1,0 +1,5 @@
+"""`python -m tvnet_cli ...` = `tvnet ...` (e.g. under torchrun)."""
+
+from .cli import main
+
+main()
