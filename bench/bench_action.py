@@ -60,14 +60,44 @@ def child(overrides: dict, batch: int, steps: int, threads: int, size: int) -> d
             "model_rss_gib": rss0 / 2**20}
 
 
+def saved_bytes(overrides: dict, batch: int, threads: int, size: int) -> float:
+    """GiB of tensors autograd keeps for the backward pass after one forward (no RSS noise)."""
+    import torch
+
+    from tvnet_cli.train_action import ActionTrainConfig, build_model
+
+    torch.set_num_threads(threads)
+    torch.manual_seed(0)
+    cfg = ActionTrainConfig(input_size=size, batch=batch, **overrides)
+    model = build_model(cfg, 101)
+    clips = torch.randint(0, 256, (batch, 1, cfg.length, 3, size, size), dtype=torch.uint8)
+    total = [0]
+
+    def pack(t):
+        total[0] += t.numel() * t.element_size()
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        model(clips)
+    return total[0] / 2**30
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--steps", type=int, default=2, help="timed steps after one warm-up step")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--size", type=int, default=224)
     ap.add_argument("--only", type=int, nargs="*", help="indices of CONFIGS to run")
+    ap.add_argument("--saved", action="store_true",
+                    help="only report the GiB autograd saves for backward (one forward per config)")
     ap.add_argument("--child", help=argparse.SUPPRESS)
     a = ap.parse_args()
+    if a.saved:
+        for i, (name, over, batch) in enumerate(CONFIGS):
+            if not a.only or i in a.only:
+                print(f"| {name} | {batch} | {saved_bytes(over, batch, a.threads, a.size):.2f} GiB saved for backward |",
+                      flush=True)
+        return
     if a.child:
         spec = json.loads(a.child)
         print(json.dumps(child(spec["overrides"], spec["batch"], a.steps, a.threads, a.size)))

@@ -37,9 +37,10 @@ def toy(tmp_path_factory) -> Path:
 
 
 def toy_config(root: Path, out: Path, **kw) -> ActionTrainConfig:
-    """Small CPU settings for the toy set: TVNet-3-1-10, ResNet-10 of width 16, 32x32 input."""
+    """Small CPU settings for the toy set: TVNet-3-1-10 on stacks of 3 frames (2 flow fields),
+    ResNet-10 of width 16, 24x24 input cut from frames decoded at 32x32."""
     base = dict(dataset="ucf101", root=str(root), out=str(out), tvnet="tvnet-3-1-10", depth=10, width=16,
-                dropout=0.0, frame_size=(40, 40), input_size=32, length=4, flip=False, batch=8, lr=0.01,
+                dropout=0.0, frame_size=(32, 32), input_size=24, length=3, flip=False, batch=8, lr=0.01,
                 steps=40, lr_steps=(30,), workers=0, cache_videos=64, checkpoint_every=20, log_every=5,
                 test_segments=3, flow_bound=2.0)
     base.update(kw)
@@ -75,7 +76,7 @@ def _batch(cfg: ActionTrainConfig, step: int = 0):
 def test_gradients_reach_tvnet(toy, tmp_path):
     cfg = toy_config(toy, tmp_path, tvnet="tvnet-1-1-5", batch=4)
     clips, labels = _batch(cfg)
-    assert clips.shape == (4, 1, 4, 3, 32, 32) and clips.dtype == torch.uint8
+    assert clips.shape == (4, 1, 3, 3, 24, 24) and clips.dtype == torch.uint8
     model = build_model(cfg, 4)
     logits, energy = model(clips)
     assert logits.shape == (4, 4) and energy.ndim == 0
