@@ -102,7 +102,9 @@ class ActionModel(nn.Module):
 
     def _flow_energy(self, f0: torch.Tensor, f1: torch.Tensor, with_energy: bool) -> tuple[torch.Tensor, torch.Tensor]:
         """Frame pairs `(P, 3, H, W)` -> flow `(P, 2, H, W)` and per-pair L_f `(P,)`."""
-        with torch.autocast(f0.device.type, enabled=False):  # TV-L1 iterations in float32
+        frozen = not any(p.requires_grad for p in self.tvnet.parameters())
+        with torch.autocast(f0.device.type, enabled=False), torch.set_grad_enabled(
+                torch.is_grad_enabled() and not frozen):  # float32 TV-L1; no graph for a frozen TVNet
             i0, i1 = self.tvnet.prepare(f0, f1)
             flow = self.tvnet.solve(i0, i1)
             if with_energy:
@@ -120,7 +122,7 @@ class ActionModel(nn.Module):
         f0 = clips[:, :-1].reshape(n * (L - 1), *clips.shape[2:])
         f1 = clips[:, 1:].reshape(n * (L - 1), *clips.shape[2:])
         chunk = self.checkpoint_pairs
-        if chunk > 0 and torch.is_grad_enabled():
+        if chunk > 0 and torch.is_grad_enabled() and any(p.requires_grad for p in self.tvnet.parameters()):
             from torch.utils.checkpoint import checkpoint
 
             parts = [checkpoint(self._flow_energy, a, b, with_energy, use_reentrant=False)
