@@ -32,6 +32,9 @@ from .io.datasets_action import (ClipDataset, ClipSpec, VideoItem, batch_plan, c
 from .model import TVNet
 
 CHECKPOINT_VERSION = 1
+# settings that may differ on --resume without changing the training trajectory
+RESUME_MAY_CHANGE = ("steps", "out", "root", "annotations", "workers", "cache_videos", "checkpoint_every",
+                     "log_every", "device", "test_segments", "test_crops", "eval_batch")
 Progress = Callable[[int, int, dict], None]  # (done, total, metrics)
 
 # the paper's schedules (Sec. 5.2): max steps and lr decay steps per dataset
@@ -346,10 +349,12 @@ def train_action(config: ActionTrainConfig, progress: Progress | None = None, re
     start = 0
     if resume and ckpt_path.is_file():
         ckpt = load_checkpoint(ckpt_path)
-        saved = ActionTrainConfig.from_dict(dict(ckpt["config"]))
-        if saved.replace(steps=config.steps, out=config.out, workers=config.workers) != config.replace(
-                steps=config.steps, out=config.out, workers=config.workers):
-            raise TVNetError(f"{ckpt_path}: checkpoint was trained with other settings; use another --out")
+        saved = ActionTrainConfig.from_dict(dict(ckpt["config"])).replace(
+            **{k: getattr(config, k) for k in RESUME_MAY_CHANGE})
+        if saved != config:
+            diff = sorted(k for k, v in saved.to_dict().items() if v != getattr(config, k))
+            raise TVNetError(f"{ckpt_path}: checkpoint was trained with other settings ({', '.join(diff)}); "
+                             "use another --out")
         model.load_state_dict(ckpt["state_dict"], strict=True)
         optimizer.load_state_dict(ckpt["optimizer"])
         if scaler is not None and ckpt.get("scaler"):
