@@ -29,3 +29,13 @@ def test_fused_flag_leaves_training_on_eager_step():
     x = torch.rand(1, 1, 16, 20, requires_grad=True)
     model(x, torch.roll(x.detach(), 1, 3)).sum().backward()
     assert x.grad is not None
+
+
+def test_frozen_model_takes_the_inference_path_under_autograd():
+    model = TVNet.from_preset("tvnet-10")
+    model.set_trainable("none")
+    x = torch.rand(2, 1, 16, 20) * 255
+    y = torch.roll(x, 1, 3)
+    out = model(x, y)  # grad mode on, but nothing needs a gradient: no graph, no checkpoints
+    assert not out.requires_grad
+    torch.testing.assert_close(out, model.predict(x, y))

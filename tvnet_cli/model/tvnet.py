@@ -244,7 +244,9 @@ class TVNet(nn.Module):
         b, _, h, w = i0.shape
         sizes = ops.pyramid_sizes(h, w, cfg.scales, cfg.zfactor)
         taps = (self.centred_taps, self.forward_taps, self.backward_taps)
-        if not torch.is_grad_enabled():
+        needs_grad = torch.is_grad_enabled() and (
+            i0.requires_grad or i1.requires_grad or any(p.requires_grad for p in self.parameters()))
+        if not needs_grad:  # inference, or a frozen TVNet on frozen inputs
             step = (self.fused and fused_step(i0.device, i0.dtype)) or tv_l1_step
         elif self.checkpoint:
             step = _checkpointed_step
