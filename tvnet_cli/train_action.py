@@ -25,6 +25,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from .checkpoint import load_dict, save_atomic
 from .classifier import ActionModel, ClassifierConfig
 from .errors import TVNetError
 from .io.datasets_action import (ClipDataset, ClipSpec, VideoItem, batch_plan, check_videos,
@@ -210,10 +211,7 @@ def save_checkpoint(path: Path, model: ActionModel, optimizer, scaler, step: int
     ckpt = {"version": CHECKPOINT_VERSION, "config": config.to_dict(), "classes": list(classes),
             "step": step, "state_dict": model.state_dict(), "optimizer": optimizer.state_dict(),
             "scaler": scaler.state_dict() if scaler is not None else None}
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(ckpt, tmp)
-    tmp.replace(path)
+    save_atomic(ckpt, path)
 
 
 def load_checkpoint(path: Path) -> dict:
@@ -221,13 +219,10 @@ def load_checkpoint(path: Path) -> dict:
     path = Path(path)
     if not path.is_file():
         raise TVNetError(f"{path}: checkpoint not found")
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # noqa: BLE001 - any unreadable file is the same user error
-        raise TVNetError(f"{path}: not an action checkpoint ({type(e).__name__})") from None
+    ckpt = load_dict(path, "action checkpoint")
     need = {"version", "config", "classes", "state_dict", "step"}
-    if not isinstance(ckpt, dict) or not need <= set(ckpt):
-        raise TVNetError(f"{path}: not an action checkpoint (missing {sorted(need - set(ckpt or {}))})")
+    if not need <= set(ckpt):
+        raise TVNetError(f"{path}: not an action checkpoint (missing {sorted(need - set(ckpt))})")
     if ckpt["version"] > CHECKPOINT_VERSION:
         raise TVNetError(f"{path}: checkpoint version {ckpt['version']} is newer than this tvnet")
     return ckpt

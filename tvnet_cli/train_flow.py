@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .checkpoint import load_dict, save_atomic
 from .errors import TVNetError
 from .io.datasets import FlowPair, PairData, find_pairs, load_pair
 from .metrics import flow_errors, mean_errors
@@ -228,19 +229,14 @@ def _save_checkpoint(path: Path, cfg: TrainFlowConfig, model: TVNet, opt: torch.
              "model": model.state_dict(), "model_config": model.config.to_dict(),
              "optimizer": opt.state_dict(), "losses": losses, "val_curve": val_curve,
              "before": json.dumps(before), "rng": gen.get_state()}
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(state, tmp)
-    tmp.replace(path)
+    save_atomic(state, path)
 
 
 def _load_checkpoint(path: Path, cfg: TrainFlowConfig) -> dict:
     if not path.is_file():
         raise TVNetError(f"{path}: no checkpoint to resume from")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # noqa: BLE001 - any unreadable checkpoint is the same user error
-        raise TVNetError(f"{path}: not a training checkpoint ({type(e).__name__})") from None
-    if not isinstance(state, dict) or state.get("version") != CKPT_VERSION:
+    state = load_dict(path, "training checkpoint")
+    if state.get("version") != CKPT_VERSION:
         raise TVNetError(f"{path}: not a training checkpoint of this tvnet version")
     saved = json.loads(state["train_config"])
     mine = cfg.to_dict()

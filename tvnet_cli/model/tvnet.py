@@ -16,6 +16,7 @@ import torch
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
+from ..checkpoint import load_dict, save_atomic
 from ..errors import TVNetError
 from . import ops
 from .fused import fused_step
@@ -171,14 +172,8 @@ class TVNet(nn.Module):
     @classmethod
     def from_file(cls, path: str | Path, **overrides) -> "TVNet":
         """Load a weights file written by `save` (config + state, strict)."""
-        path = Path(path)
-        if not path.is_file():
-            raise TVNetError(f"{path}: weights file not found")
-        try:
-            ckpt = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as e:  # noqa: BLE001 - any unreadable file is the same user error
-            raise TVNetError(f"{path}: not a TVNet weights file ({type(e).__name__})") from None
-        if not isinstance(ckpt, dict) or not {"version", "config", "state_dict"} <= set(ckpt):
+        ckpt = load_dict(path, "TVNet weights file")
+        if not {"version", "config", "state_dict"} <= set(ckpt):
             raise TVNetError(f"{path}: not a TVNet weights file (missing version/config/state_dict)")
         if ckpt["version"] > WEIGHTS_VERSION:
             raise TVNetError(f"{path}: weights version {ckpt['version']} is newer than this tvnet")
@@ -198,14 +193,9 @@ class TVNet(nn.Module):
 
     def save(self, path: str | Path, meta: dict | None = None) -> None:
         """Write `{"version", "config", "state_dict", "meta"}`; atomic (temp file + rename)."""
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
         state = {k: v.detach().cpu().clone() for k, v in self.state_dict().items()}
-        ckpt = {"version": WEIGHTS_VERSION, "config": self.config.to_dict(),
-                "state_dict": state, "meta": dict(meta or {})}
-        tmp = path.with_name(path.name + ".tmp")
-        torch.save(ckpt, tmp)
-        tmp.replace(path)
+        save_atomic({"version": WEIGHTS_VERSION, "config": self.config.to_dict(),
+                     "state_dict": state, "meta": dict(meta or {})}, path)
 
     # -- what trains ----------------------------------------------------------------------
     def filter_parameters(self) -> list[nn.Parameter]:
