@@ -100,23 +100,16 @@ def bench_opencv(clip: Path, out: Path, threads: int, tvnet50: bool, bound: floa
 
 def generated_clip(path: Path, seconds: int, fps: int = 25, size: tuple[int, int] = (256, 340)) -> None:
     """A moving smooth texture, MPEG-4, `seconds` long."""
-    import av
     from PIL import Image
+
+    from tvnet_cli.io.video import write_video
 
     h, w = size
     frames = seconds * fps
     rng = np.random.default_rng(0)
     low = rng.integers(0, 256, (h // 8, (w + frames) // 8 + 1, 3), dtype=np.uint8)
     tex = np.asarray(Image.fromarray(low).resize((low.shape[1] * 8, h), Image.BICUBIC))
-    with av.open(str(path), "w") as c:
-        s = c.add_stream("mpeg4", rate=fps)
-        s.width, s.height, s.pix_fmt = w, h, "yuv420p"
-        for t in range(frames):
-            img = np.ascontiguousarray(tex[:, t:t + w])
-            for p in s.encode(av.VideoFrame.from_ndarray(img, format="rgb24")):
-                c.mux(p)
-        for p in s.encode():
-            c.mux(p)
+    write_video(path, (tex[:, t:t + w] for t in range(frames)), "mpeg4", fps)
 
 
 _MEM_CHILD = """

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -15,6 +15,7 @@ from tvnet_cli.errors import TVNetError
 from tvnet_cli.extract import (ExtractConfig, assign_labels, collect_videos, extract, parse_gpus,
                                read_classes, shard, torchrun_shard)
 from tvnet_cli.io.quantize import dequantize
+from tvnet_cli.io.video import write_video
 
 VIDEOS = Path(__file__).parents[1].parent / "shared" / "data" / "videos"
 needs_videos = pytest.mark.skipif(not VIDEOS.is_dir(), reason="../shared/data/videos not present")
@@ -24,24 +25,13 @@ FAST = dict(width=96, height=72, iters=10, torch_threads=1, batch=8)
 
 def write_clip(path: Path, frames: int, size: tuple[int, int] = (48, 64), shift: int = 1) -> Path:
     """A small clip of a smooth random texture moving `shift` px/frame to the left, written with PyAV."""
-    import av
-
     path.parent.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(len(path.name))
     h, w = size
     tw = w + shift * frames
     low = rng.integers(0, 256, (max(2, h // 6), max(2, tw // 6), 3), dtype=np.uint8)
     tex = np.asarray(Image.fromarray(low).resize((tw, h), Image.BICUBIC))  # smooth texture
-    with av.open(str(path), "w") as c:
-        s = c.add_stream("mpeg4", rate=25)
-        s.width, s.height, s.pix_fmt = w, h, "yuv420p"
-        for t in range(frames):
-            img = np.ascontiguousarray(tex[:, shift * t:shift * t + w])
-            for p in s.encode(av.VideoFrame.from_ndarray(img, format="rgb24")):
-                c.mux(p)
-        for p in s.encode():
-            c.mux(p)
-    return path
+    return write_video(path, (tex[:, shift * t:shift * t + w] for t in range(frames)), "mpeg4")
 
 
 def names(folder: Path, prefix: str) -> list[str]:

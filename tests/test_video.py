@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np
@@ -10,7 +9,7 @@ import pytest
 
 from tvnet_cli.errors import TVNetError
 from tvnet_cli.io.video import (VideoInfo, check_frame_count, is_video_name, iter_frames, output_size,
-                                probe, read_frames)
+                                probe, read_frames, write_video)
 
 VIDEOS = Path(__file__).parents[1].parent / "shared" / "data" / "videos"
 needs_videos = pytest.mark.skipif(not VIDEOS.is_dir(), reason="../shared/data/videos not present")
@@ -18,21 +17,10 @@ needs_videos = pytest.mark.skipif(not VIDEOS.is_dir(), reason="../shared/data/vi
 
 def write_clip(path: Path, frames: int, size: tuple[int, int] = (48, 64), codec: str = "mpeg4") -> Path:
     """A small moving-texture clip `(frames, H, W)` written with PyAV."""
-    import av
-
     rng = np.random.default_rng(0)
     h, w = size
     tex = rng.integers(0, 256, (h, w + frames, 3), dtype=np.uint8)
-    with av.open(str(path), "w") as c:
-        s = c.add_stream(codec, rate=25)
-        s.width, s.height, s.pix_fmt = w, h, "yuv420p"
-        for t in range(frames):
-            img = np.ascontiguousarray(tex[:, t:t + w])
-            for p in s.encode(av.VideoFrame.from_ndarray(img, format="rgb24")):
-                c.mux(p)
-        for p in s.encode():
-            c.mux(p)
-    return path
+    return write_video(path, (tex[:, t:t + w] for t in range(frames)), codec)
 
 
 def test_output_size():

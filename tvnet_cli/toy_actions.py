@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import TVNetError
+from .io.video import write_video
 
 # name -> (dx, dy, degrees per frame, zoom per frame); dx/dy in units of `speed` px/frame
 MOTIONS = {
@@ -94,24 +95,6 @@ def render_video(texture: np.ndarray, motion: str, cfg: ToyConfig, rng: np.rando
     return np.stack(frames)
 
 
-def write_video(path: Path, frames: np.ndarray, codec: str = "ffv1", fps: int = 25) -> None:
-    """Encode `(T, H, W, 3)` uint8 RGB with PyAV."""
-    import av
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with av.open(str(path), mode="w") as container:
-        stream = container.add_stream(codec, rate=fps)
-        stream.width, stream.height = frames.shape[2], frames.shape[1]
-        stream.pix_fmt = "yuv420p" if codec != "ffv1" else "yuv444p"
-        if codec == "mpeg4":
-            stream.options = {"qscale": "1"}
-        for f in frames:
-            for packet in stream.encode(av.VideoFrame.from_ndarray(np.ascontiguousarray(f), format="rgb24")):
-                container.mux(packet)
-        for packet in stream.encode():
-            container.mux(packet)
-
-
 def make_toy_actions(out: Path, config: ToyConfig = ToyConfig(), textures: Path | None = None,
                      progress: Callable[[int, int], None] | None = None) -> dict:
     """Write the toy dataset under `out`; returns counts {"classes", "train", "test"}."""
@@ -134,7 +117,8 @@ def make_toy_actions(out: Path, config: ToyConfig = ToyConfig(), textures: Path 
             tex = texs[(g - 1) % len(texs)]  # one image per group, shared by all classes
             for c in range(1, config.clips + 1):
                 rel = f"{cls}/v_{cls}_g{g:02d}_c{c:02d}.avi"
-                write_video(out / rel, render_video(tex, cls, config, rng), config.codec)
+                write_video(out / rel, render_video(tex, cls, config, rng), config.codec,
+                            options={"qscale": "1"} if config.codec == "mpeg4" else None)
                 (test if g <= config.test_groups else train).append((rel, ci + 1))
                 done += 1
                 if progress:

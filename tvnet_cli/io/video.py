@@ -10,7 +10,7 @@ and raises `TVNetError` when it falls clearly short.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -195,3 +195,32 @@ def read_frames(path: str | Path, size: tuple[int, int] | None = None,
     if not frames:
         raise TVNetError(f"{path}: no frames decoded")
     return np.stack(frames)
+
+
+def write_video(path: str | Path, frames: Iterable[np.ndarray], codec: str = "ffv1", fps: int = 25,
+                options: dict[str, str] | None = None) -> Path:
+    """Encode RGB frames `(H, W, 3)` uint8 (any iterable: streamed, not held) with PyAV.
+
+    FFV1 keeps full chroma (yuv444p, lossless); other codecs use yuv420p. Used for toy
+    datasets, test clips and benchmarks.
+    """
+    import av
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with av.open(str(path), mode="w") as container:
+        stream = None
+        for f in frames:
+            if stream is None:
+                stream = container.add_stream(codec, rate=fps)
+                stream.width, stream.height = f.shape[1], f.shape[0]
+                stream.pix_fmt = "yuv444p" if codec == "ffv1" else "yuv420p"
+                if options:
+                    stream.options = dict(options)
+            for packet in stream.encode(av.VideoFrame.from_ndarray(np.ascontiguousarray(f), format="rgb24")):
+                container.mux(packet)
+        if stream is None:
+            raise TVNetError(f"{path}: no frames to write")
+        for packet in stream.encode():
+            container.mux(packet)
+    return path
