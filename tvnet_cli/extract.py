@@ -17,7 +17,6 @@ sharded; under torchrun (RANK/WORLD_SIZE) each process takes its own shard.
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import queue
 import threading
@@ -31,6 +30,7 @@ from typing import Any
 
 import numpy as np
 
+from .config import ConfigMixin
 from .errors import TVNetError
 from .io.video import is_video_name, iter_frames, output_size, probe
 from .io.writers import DIR_FORMATS, H5_DTYPES, DirOutput, H5Output, count_outputs, h5_counts
@@ -43,7 +43,7 @@ Progress = Callable[[str, Any], None]
 
 
 @dataclass(frozen=True)
-class ExtractConfig:
+class ExtractConfig(ConfigMixin):
     """Everything `extract` needs besides the inputs."""
 
     out: Path
@@ -100,8 +100,6 @@ class ExtractConfig:
         if not self.devices:
             raise TVNetError("no device to run on")
 
-    def replace(self, **changes) -> "ExtractConfig":
-        return dataclasses.replace(self, **changes)
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,6 @@ Runs under `torchrun` use DistributedDataParallel (one process per GPU).
 from __future__ import annotations
 
 import csv
-import dataclasses
 import json
 import math
 import os
@@ -20,12 +19,14 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
 from .checkpoint import load_dict, save_atomic
+from .config import ConfigMixin
 from .classifier import ActionModel, ClassifierConfig
 from .errors import TVNetError
 from .io.datasets_action import (ClipDataset, ClipSpec, VideoItem, batch_plan, check_videos,
@@ -43,8 +44,10 @@ PAPER_SCHEDULE = {"ucf101": (18000, (10000, 16000)), "hmdb51": (7000, (4000, 600
 
 
 @dataclass(frozen=True)
-class ActionTrainConfig:
+class ActionTrainConfig(ConfigMixin):
     """Everything that defines an action-training run. Defaults: the paper's settings."""
+
+    label: ClassVar[str] = "action config"
 
     # data
     dataset: str = "ucf101"  # ucf101 | hmdb51 | list
@@ -106,19 +109,6 @@ class ActionTrainConfig:
         object.__setattr__(self, "scales", tuple(float(v) for v in self.scales))
         object.__setattr__(self, "lr_steps", tuple(int(v) for v in self.lr_steps))
 
-    def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict) -> "ActionTrainConfig":
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = set(d) - known
-        if unknown:
-            raise TVNetError(f"action config: unknown fields {sorted(unknown)}")
-        return cls(**d)
-
-    def replace(self, **changes) -> "ActionTrainConfig":
-        return dataclasses.replace(self, **changes)
 
     @property
     def clip_spec(self) -> ClipSpec:

@@ -8,7 +8,6 @@ before/after, a resumable checkpoint `<out>.ckpt` and a loss-curve PNG `<out ste
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import math
 import time
@@ -20,6 +19,7 @@ import numpy as np
 import torch
 
 from .checkpoint import load_dict, save_atomic
+from .config import ConfigMixin
 from .errors import TVNetError
 from .io.datasets import FlowPair, PairData, find_pairs, load_pair
 from .metrics import flow_errors, mean_errors
@@ -31,7 +31,7 @@ OPTIMIZERS = ("adam", "sgd")
 
 
 @dataclass(frozen=True)
-class TrainFlowConfig:
+class TrainFlowConfig(ConfigMixin):
     """What to train, on what, how. Defaults follow the paper (lr 0.05, 3000 steps)."""
 
     data: str  # dataset folder (any `tvnet epe` layout), or a folder/file of videos if unsupervised
@@ -76,8 +76,6 @@ class TrainFlowConfig:
             v = getattr(self, name)
             object.__setattr__(self, name, None if v is None else tuple(int(x) for x in v))
 
-    def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
 
 
 @dataclass

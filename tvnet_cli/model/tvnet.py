@@ -8,15 +8,16 @@ pyramid level, so one model works at any input size.
 
 from __future__ import annotations
 
-import dataclasses
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
+from typing import ClassVar
 
 import torch
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from ..checkpoint import load_dict, save_atomic
+from ..config import ConfigMixin
 from ..errors import TVNetError
 from . import ops
 from .fused import fused_step
@@ -25,8 +26,10 @@ WEIGHTS_VERSION = 1
 
 
 @dataclass(frozen=True)
-class TVNetConfig:
+class TVNetConfig(ConfigMixin):
     """Everything that defines a TVNet. Defaults: the paper's TVNet-50 (1-1-50)."""
+
+    label: ClassVar[str] = "TVNet config"
 
     scales: int = 1  # pyramid levels at most (fewer when the image is small)
     warps: int = 1  # warps per level
@@ -56,19 +59,6 @@ class TVNetConfig:
     def name(self) -> str:
         return f"tvnet-{self.scales}-{self.warps}-{self.iters}"
 
-    def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict) -> "TVNetConfig":
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = set(d) - known
-        if unknown:
-            raise TVNetError(f"TVNet config: unknown fields {sorted(unknown)}")
-        return cls(**d)
-
-    def replace(self, **changes) -> "TVNetConfig":
-        return dataclasses.replace(self, **changes)
 
 
 def tv_l1_step(
