@@ -17,6 +17,7 @@ import numpy as np
 from .errors import TVNetError
 from .io.flowio import UNKNOWN_FLOW, read_flo
 from .io.quantize import DEFAULT_BOUND, dequantize
+from .io.video import write_video
 
 # Hue segments of the Middlebury wheel (Baker et al. 2011): red-yellow, yellow-green,
 # green-cyan, cyan-blue, blue-magenta, magenta-red; lengths chosen for perceptual balance.
@@ -203,25 +204,18 @@ def _write_mp4(out: Path, pictures: Iterator[tuple[str, np.ndarray]], fps: float
                progress: Callable[[int], None] | None) -> Path:
     import fractions
 
-    import av
-
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(out.stem + ".tmp.mp4")
-    with av.open(str(tmp), "w") as container:
-        stream = None
+    def frames() -> Iterator[np.ndarray]:
         for i, (_, img) in enumerate(pictures):
             h, w = img.shape[0] // 2 * 2, img.shape[1] // 2 * 2  # yuv420p needs even sizes
-            if stream is None:
-                stream = container.add_stream("libx264", rate=fractions.Fraction(fps).limit_denominator(1000))
-                stream.width, stream.height, stream.pix_fmt = w, h, "yuv420p"
-            frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(img[:h, :w]), format="rgb24")
-            for packet in stream.encode(frame):
-                container.mux(packet)
+            yield img[:h, :w]
             if progress:
                 progress(i + 1)
-        if stream is None:
-            raise TVNetError(f"{out}: no flow fields to write")
-        for packet in stream.encode():
-            container.mux(packet)
+
+    tmp = out.with_name(out.stem + ".tmp.mp4")
+    try:
+        write_video(tmp, frames(), "libx264", fractions.Fraction(fps).limit_denominator(1000))
+    except TVNetError:
+        tmp.unlink(missing_ok=True)
+        raise TVNetError(f"{out}: no flow fields to write") from None
     tmp.replace(out)
     return out

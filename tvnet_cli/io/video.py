@@ -10,6 +10,7 @@ and raises `TVNetError` when it falls clearly short.
 from __future__ import annotations
 
 import math
+from fractions import Fraction
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -197,12 +198,13 @@ def read_frames(path: str | Path, size: tuple[int, int] | None = None,
     return np.stack(frames)
 
 
-def write_video(path: str | Path, frames: Iterable[np.ndarray], codec: str = "ffv1", fps: int = 25,
+def write_video(path: str | Path, frames: Iterable[np.ndarray], codec: str = "ffv1",
+                fps: int | Fraction = 25,
                 options: dict[str, str] | None = None) -> Path:
     """Encode RGB frames `(H, W, 3)` uint8 (any iterable: streamed, not held) with PyAV.
 
     FFV1 keeps full chroma (yuv444p, lossless); other codecs use yuv420p. Used for toy
-    datasets, test clips and benchmarks.
+    datasets, test clips, benchmarks and `tvnet viz` MP4s.
     """
     import av
 

@@ -60,7 +60,6 @@ class TVNetConfig(ConfigMixin):
         return f"tvnet-{self.scales}-{self.warps}-{self.iters}"
 
 
-
 def tv_l1_step(
     u: torch.Tensor,
     px: torch.Tensor,
