@@ -7,13 +7,36 @@ import torch
 
 from conftest import load_rgb, to_batch
 from tvnet_cli import TVNet
+from tvnet_cli.model import native, ops
+from tvnet_cli.model.fused import fused_step
+from tvnet_cli.model.tvnet import stepwise, tv_l1_step
+
+
+def _chairs_batch(data_dir):
+    f0 = to_batch(load_rgb(data_dir / "chairs/0000001-img0.ppm")[:128, :192])
+    f1 = to_batch(load_rgb(data_dir / "chairs/0000001-img1.ppm")[:128, :192])
+    return torch.cat([f0, f1]), torch.cat([f1, f0])  # a batch of 2, both directions
+
+
+def _solver_state(b: int, h: int, w: int, seed: int = 0) -> tuple[torch.Tensor, ...]:
+    """A mid-solve TV-L1 state: u, px, py, grad_i, grad_sq, rho_c (random but realistic scales)."""
+    g = torch.Generator().manual_seed(seed)
+    u = torch.randn(b, 2, h, w, generator=g) * 2
+    px, py = (torch.randn(b, 2, h, w, generator=g) * 0.3 for _ in range(2))
+    grad_i = torch.randn(b, 2, h, w, generator=g) * 10
+    grad_sq = (grad_i * grad_i).sum(dim=1, keepdim=True) + 1e-12
+    return u, px, py, grad_i, grad_sq, torch.randn(b, 1, h, w, generator=g) * 20
+
+
+# Trained-looking (non-default) taps, so a kernel that hard-codes [-1, 1] would fail.
+TAPS = (torch.tensor(ops.FORWARD_TAPS) * torch.tensor([[1.1, 0.9], [1.0, 1.05]]),
+        torch.tensor(ops.BACKWARD_TAPS) * torch.tensor([[0.95, 1.0], [1.02, 0.97]]))
+CONSTS = (0.15 * 0.3, 0.3, 0.25 / 0.3, 1e-12)
 
 
 @pytest.mark.parametrize("preset", ["tvnet-50", "tvnet-3-1-10"])
-def test_fused_step_matches_eager(data_dir, preset):
-    f0 = to_batch(load_rgb(data_dir / "chairs/0000001-img0.ppm")[:128, :192])
-    f1 = to_batch(load_rgb(data_dir / "chairs/0000001-img1.ppm")[:128, :192])
-    f0, f1 = torch.cat([f0, f1]), torch.cat([f1, f0])  # a batch of 2, both directions
+def test_fused_model_matches_eager(data_dir, preset):
+    f0, f1 = _chairs_batch(data_dir)
     model = TVNet.from_preset(preset)
     reference = model.predict(f0, f1)
     model.fused = True
@@ -21,6 +44,45 @@ def test_fused_step_matches_eager(data_dir, preset):
     assert fast.shape == reference.shape
     assert (fast - reference).abs().mean().item() < 1e-3
     assert (fast - reference).abs().max().item() < 5e-2
+
+
+@pytest.mark.parametrize("b,h,w,iters", [(1, 2, 2, 3), (2, 3, 1, 4), (1, 7, 5, 9), (3, 40, 33, 20), (1, 64, 48, 50)])
+def test_cpu_kernel_matches_pytorch_step(b, h, w, iters):
+    """Odd sizes (one row, one column, fewer rows than a sweep group) and trained taps."""
+    assert native.library() is not None, "the CPU kernel must build where the tests run"
+    state = _solver_state(b, h, w)
+    reference = stepwise(tv_l1_step)(*state, TAPS, CONSTS, iters)
+    fast = native.iterate(*state, TAPS, CONSTS, iters)
+    for r, f in zip(reference, fast):
+        torch.testing.assert_close(f, r, rtol=1e-4, atol=1e-4)
+
+
+def test_cpu_kernel_row_bands_equal_whole_images():
+    """Batch 1 on several threads runs row bands with ghost rows: the same numbers, exactly."""
+    state = _solver_state(1, 90, 37, seed=1)
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        whole = native.iterate(*state, TAPS, CONSTS, 21)
+        torch.set_num_threads(4)
+        assert native._bands(1, 90, 4) > 1
+        banded = native.iterate(*state, TAPS, CONSTS, 21)
+    finally:
+        torch.set_num_threads(threads)
+    for a, b in zip(whole, banded):
+        assert torch.equal(a, b)
+    assert not torch.equal(whole[0], state[0])  # and it did iterate
+
+
+def test_aot_fused_step_matches_pytorch_step():
+    """The AOTInductor step (the fused path off the CPU's float32 kernel, e.g. CUDA)."""
+    step = fused_step(torch.device("cpu"), torch.float32, notify=None)
+    assert step is not None
+    state = _solver_state(2, 24, 31)
+    reference = stepwise(tv_l1_step)(*state, TAPS, CONSTS, 10)
+    fast = stepwise(step)(*state, TAPS, CONSTS, 10)
+    for r, f in zip(reference, fast):
+        torch.testing.assert_close(f, r, rtol=1e-4, atol=1e-4)
 
 
 def test_fused_flag_leaves_training_on_eager_step():
@@ -39,3 +101,11 @@ def test_frozen_model_takes_the_inference_path_under_autograd():
     out = model(x, y)  # grad mode on, but nothing needs a gradient: no graph, no checkpoints
     assert not out.requires_grad
     torch.testing.assert_close(out, model.predict(x, y))
+
+
+def test_early_stop_on_the_fast_path_matches_eager(data_dir):
+    f0, f1 = _chairs_batch(data_dir)
+    model = TVNet.from_preset("tvnet-50", stop_tol=0.01)
+    reference = model.predict(f0, f1)
+    model.fused = True
+    assert (model.predict(f0, f1) - reference).abs().mean().item() < 1e-3

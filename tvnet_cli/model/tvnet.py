@@ -3,11 +3,14 @@
 Untrained it is TV-L1 (Zach et al. 2007, as in Algorithm 1 of the paper). Trainable, as in
 paper Sec. 4.2: the taps of the image gradient, flow gradient and divergence filters, and
 the initial flow u0. u0 is stored on a small fixed grid and resampled to the coarsest
-pyramid level, so one model works at any input size.
+pyramid level, so one model works at any input size. Also trainable here: the TV-L1
+scalars tau, lambda and theta, each as a log-multiplier of its config value (0 = untrained).
 """
 
 from __future__ import annotations
 
+import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar
@@ -19,10 +22,12 @@ from torch.utils.checkpoint import checkpoint
 from ..checkpoint import load_dict, save_atomic
 from ..config import ConfigMixin
 from ..errors import TVNetError
-from . import ops
+from . import native, ops
 from .fused import fused_step
 
 WEIGHTS_VERSION = 1
+SCALARS = ("tau", "lam", "theta")  # trainable TV-L1 scalars (config field names)
+TRAINABLE_PARTS = ("filters", "u0", "scalars")
 
 
 @dataclass(frozen=True)
@@ -89,22 +94,40 @@ def tv_l1_step(
     return u, (px + taut * ux) / norm, (py + taut * uy) / norm
 
 
+Iterate = Callable[..., tuple[torch.Tensor, torch.Tensor, torch.Tensor]]
+
+
+def stepwise(step=tv_l1_step) -> Iterate:
+    """An `Iterate` (u, px, py, grad_i, grad_sq, rho_c, taps, consts, n) -> (u, px, py) that
+    applies a one-iteration `step` n times (the PyTorch reference, or the AOT fused step)."""
+
+    def iterate(u, px, py, grad_i, grad_sq, rho_c, taps, consts, n):
+        for _ in range(n):
+            u, px, py = step(u, px, py, grad_i, grad_sq, rho_c, taps, *consts)
+        return u, px, py
+
+    return iterate
+
+
 def _tv_l1_level(
     i0: torch.Tensor,
     i1: torch.Tensor,
     u: torch.Tensor,
     cfg: TVNetConfig,
     taps: tuple[torch.Tensor, torch.Tensor, torch.Tensor],
-    step=tv_l1_step,
+    iterate: Iterate,
+    scalars: tuple | None = None,
 ) -> torch.Tensor:
     """Warps x iterations of TV-L1 at one pyramid level.
 
     `i0`, `i1` grey `(B, 1, h, w)`; `u` initial flow `(B, 2, h, w)`; returns `(B, 2, h, w)`.
     The dual variables p start at zero once per level (as in the authors' code and OpenCV).
-    `step` is `tv_l1_step` or the fused kernel (`fused.fused_step`).
+    `iterate` runs n iterations: `stepwise(...)` or the CPU kernel (`native.iterate`).
+    `scalars` (tau, lam, theta), floats or 0-d tensors (training), replace the config's.
     """
     centred, forward, backward = taps
-    consts = (cfg.lam * cfg.theta, cfg.theta, cfg.tau / cfg.theta, cfg.eps)
+    tau, lam, theta = scalars if scalars is not None else (cfg.tau, cfg.lam, cfg.theta)
+    consts = (lam * theta, theta, tau / theta, cfg.eps)
     ix, iy = ops.centred_gradient(i1, centred)  # (B, 1, h, w) each
     stack = torch.cat([i1, ix, iy], dim=1)  # warped together: one grid_sample per warp
     px = torch.zeros_like(u)  # (B, 2, h, w): x parts of the duals p1 (of u1) and p2 (of u2)
@@ -115,18 +138,30 @@ def _tv_l1_level(
         i1w, grad_i = w[:, :1], w[:, 1:]  # (B, 1, h, w), (B, 2, h, w)
         grad_sq = (grad_i * grad_i).sum(dim=1, keepdim=True) + cfg.eps
         rho_c = i1w - (grad_i * u).sum(dim=1, keepdim=True) - i0  # rho(u) = rho_c + gradI.u
+        fixed = (grad_i, grad_sq, rho_c, (forward, backward), consts)
+        if not early_stop:
+            u, px, py = iterate(u, px, py, *fixed, cfg.iters)
+            continue
         for _ in range(cfg.iters):
-            u_new, px, py = step(u, px, py, grad_i, grad_sq, rho_c, (forward, backward), *consts)
-            if early_stop and (u_new - u).pow(2).sum(dim=1).mean() < cfg.stop_tol**2:
-                u = u_new
-                break
+            u_new, px, py = iterate(u, px, py, *fixed, 1)
+            done = (u_new - u).pow(2).sum(dim=1).mean() < cfg.stop_tol**2
             u = u_new
+            if done:
+                break
     return u
 
 
 def _checkpointed_step(*args):
     """`tv_l1_step` that stores only its inputs for backward and recomputes the rest."""
     return checkpoint(tv_l1_step, *args, use_reentrant=False)
+
+
+def fast_iterate(device: torch.device, dtype: torch.dtype) -> Iterate:
+    """The fastest inference `Iterate` here: the C kernel for float32 on the CPU, the AOT
+    fused step elsewhere, the PyTorch step where neither can be built."""
+    if device.type == "cpu" and dtype == torch.float32 and native.library() is not None:
+        return native.iterate
+    return stepwise(fused_step(device, dtype) or tv_l1_step)
 
 
 class TVNet(nn.Module):
@@ -145,7 +180,9 @@ class TVNet(nn.Module):
         self.forward_taps = nn.Parameter(torch.tensor(ops.FORWARD_TAPS, dtype=f))  # (2, 2)
         self.backward_taps = nn.Parameter(torch.tensor(ops.BACKWARD_TAPS, dtype=f))  # (2, 2)
         self.u0 = nn.Parameter(torch.zeros(1, 2, *self.config.u0_grid, dtype=f))  # pixels
-        self.fused = False  # inference uses the fused kernel (`fused.py`); same flow, faster
+        # tau, lambda, theta = config value * exp(log-multiplier); 0-d, untrained = exactly config
+        self.log_scalars = nn.ParameterDict({k: nn.Parameter(torch.zeros((), dtype=f)) for k in SCALARS})
+        self.fused = False  # inference uses the compiled kernel (`native.py`/`fused.py`); same flow
         # Training: recompute each iteration in backward instead of storing its ~15
         # intermediates (about 4x less memory for ~1.3x compute; same gradients).
         self.checkpoint = True
@@ -170,7 +207,9 @@ class TVNet(nn.Module):
         if overrides:
             cfg = cfg.replace(**overrides)
         model = cls(cfg)
-        sd = ckpt["state_dict"]
+        # trained scalars are folded into the saved config (see `save`): multipliers start at 0
+        sd = {**{f"log_scalars.{k}": p.detach().clone() for k, p in model.log_scalars.items()},
+              **ckpt["state_dict"]}
         if "u0" in sd and tuple(sd["u0"].shape[-2:]) != cfg.u0_grid:
             raise TVNetError(f"{path}: u0 grid {tuple(sd['u0'].shape[-2:])} != config {cfg.u0_grid}")
         try:
@@ -181,22 +220,48 @@ class TVNet(nn.Module):
         return model
 
     def save(self, path: str | Path, meta: dict | None = None) -> None:
-        """Write `{"version", "config", "state_dict", "meta"}`; atomic (temp file + rename)."""
-        state = {k: v.detach().cpu().clone() for k, v in self.state_dict().items()}
-        save_atomic({"version": WEIGHTS_VERSION, "config": self.config.to_dict(),
+        """Write `{"version", "config", "state_dict", "meta"}`; atomic (temp file + rename).
+
+        Trained TV-L1 scalars are written as the config's tau/lam/theta, not as state, so the
+        file reads like any weights file (older tvnet versions load it too)."""
+        state = {k: v.detach().cpu().clone() for k, v in self.state_dict().items()
+                 if not k.startswith("log_scalars.")}
+        cfg = self.config.replace(**self.scalar_values())
+        save_atomic({"version": WEIGHTS_VERSION, "config": cfg.to_dict(),
                      "state_dict": state, "meta": dict(meta or {})}, path)
 
     # -- what trains ----------------------------------------------------------------------
     def filter_parameters(self) -> list[nn.Parameter]:
         return [self.centred_taps, self.forward_taps, self.backward_taps]
 
+    def scalar_parameters(self) -> list[nn.Parameter]:
+        """Log-multipliers of tau, lambda, theta (0-d)."""
+        return [self.log_scalars[k] for k in SCALARS]
+
+    def scalar_values(self) -> dict[str, float]:
+        """Current tau, lam, theta as floats (config value x exp(multiplier))."""
+        return {k: getattr(self.config, k) * math.exp(float(self.log_scalars[k])) for k in SCALARS}
+
+    def solver_scalars(self) -> tuple:
+        """(tau, lam, theta) for the solver: 0-d tensors while they train, floats otherwise
+        (exactly the config's while untrained)."""
+        if torch.is_grad_enabled() and any(p.requires_grad for p in self.scalar_parameters()):
+            return tuple(getattr(self.config, k) * self.log_scalars[k].exp() for k in SCALARS)
+        values = self.scalar_values()
+        return tuple(values[k] for k in SCALARS)
+
     def set_trainable(self, which: str) -> None:
-        """`which` in {"all", "filters", "u0", "none"}: choose what `requires_grad`."""
-        if which not in ("all", "filters", "u0", "none"):
-            raise TVNetError(f"trainable part must be all, filters, u0 or none, not {which!r}")
+        """`which`: "all" (filters, u0, scalars), "none", or parts joined by "+" from
+        filters / u0 / scalars (e.g. "filters+scalars"): choose what `requires_grad`."""
+        parts = set(TRAINABLE_PARTS) if which == "all" else set() if which == "none" else set(which.split("+"))
+        if not parts <= set(TRAINABLE_PARTS) or (not parts and which != "none"):
+            raise TVNetError(f"trainable part must be all, none or {'/'.join(TRAINABLE_PARTS)} "
+                             f"joined by '+', not {which!r}")
         for p in self.filter_parameters():
-            p.requires_grad_(which in ("all", "filters"))
-        self.u0.requires_grad_(which in ("all", "u0"))
+            p.requires_grad_("filters" in parts)
+        self.u0.requires_grad_("u0" in parts)
+        for p in self.scalar_parameters():
+            p.requires_grad_("scalars" in parts)
 
     # -- the computation --------------------------------------------------------------------
     def prepare(self, frame0: torch.Tensor, frame1: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -226,15 +291,14 @@ class TVNet(nn.Module):
         needs_grad = torch.is_grad_enabled() and (
             i0.requires_grad or i1.requires_grad or any(p.requires_grad for p in self.parameters()))
         if not needs_grad:  # inference, or a frozen TVNet on frozen inputs
-            step = (self.fused and fused_step(i0.device, i0.dtype)) or tv_l1_step
-        elif self.checkpoint:
-            step = _checkpointed_step
+            iterate = fast_iterate(i0.device, i0.dtype) if self.fused else stepwise()
         else:
-            step = tv_l1_step
+            iterate = stepwise(_checkpointed_step if self.checkpoint else tv_l1_step)
         u = self.initial_flow(sizes[-1], (h, w), b)
         for size in reversed(sizes):  # coarsest first; every level resampled from full size
             u = ops.resize_flow(u, size)
-            u = _tv_l1_level(ops.resize(i0, size), ops.resize(i1, size), u, cfg, taps, step)
+            u = _tv_l1_level(ops.resize(i0, size), ops.resize(i1, size), u, cfg, taps, iterate,
+                             self.solver_scalars())
         return u
 
     def forward(self, frame0: torch.Tensor, frame1: torch.Tensor) -> torch.Tensor:

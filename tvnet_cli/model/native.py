@@ -1,0 +1,141 @@
+"""The CPU TV-L1 kernel (`tvl1_cpu.c`): compiled once per machine, run from Python threads.
+
+The C file is compiled with the system C compiler (`cc`, or `$CC`) in about a second, and
+cached under the kernel cache (`fused.cache_dir()`), keyed by the source, the compiler
+flags and the CPU's instruction set. It is called through ctypes, which releases the GIL,
+so a small thread pool runs images (or row bands of one image) in parallel. Without a
+compiler `iterate` returns None and the caller uses the PyTorch step.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import hashlib
+import os
+import platform
+import shutil
+import subprocess
+import warnings
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import torch
+
+from .fused import cache_dir
+
+SOURCE = Path(__file__).with_name("tvl1_cpu.c")
+FLAGS = ["-O3", "-march=native", "-fno-math-errno", "-fPIC", "-shared", "-std=c99"]
+GROUP = 8  # iterations per sweep: rows in flight x 16 planes stay in L2 at video widths
+_LIB: list = []  # [CDLL or None] once tried
+_POOL: list[ThreadPoolExecutor] = []
+
+
+def _cpu_flags() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith(("flags", "Features")):
+                return line
+    except OSError:
+        pass
+    return platform.processor()
+
+
+def _compile(path: Path) -> None:
+    cc = os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc") or shutil.which("clang")
+    if not cc:
+        raise RuntimeError("no C compiler (cc, gcc or clang) on PATH")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f"{path.stem}.{os.getpid()}.tmp.so")
+    out = subprocess.run([cc, *FLAGS, "-o", str(tmp), str(SOURCE), "-lm"], capture_output=True, text=True)
+    if out.returncode != 0:
+        tmp.unlink(missing_ok=True)
+        raise RuntimeError(f"{cc} failed: {(out.stderr.strip().splitlines() or [''])[0][:200]}")
+    tmp.replace(path)
+
+
+def library() -> ctypes.CDLL | None:
+    """The compiled kernel, building it on first use; None (with a warning) if impossible."""
+    if _LIB:
+        return _LIB[0]
+    src = SOURCE.read_bytes()
+    key = hashlib.sha1(src + " ".join(FLAGS).encode() + _cpu_flags().encode()
+                       + platform.machine().encode()).hexdigest()[:16]
+    path = cache_dir() / f"tvl1_cpu-{key}.so"
+    try:
+        if not path.is_file():
+            _compile(path)
+        lib = ctypes.CDLL(str(path))
+        p, i = ctypes.c_void_p, ctypes.c_int
+        lib.tvl1_image.argtypes = [i, i, i, i] + [p] * 8
+        lib.tvl1_band.argtypes = [i] * 6 + [p] * 11
+        lib.tvl1_image.restype = lib.tvl1_band.restype = i
+    except Exception as e:  # noqa: BLE001 - no compiler, read-only cache...: use PyTorch
+        warnings.warn(f"tvnet: CPU TV-L1 kernel unavailable ({e}); using PyTorch")
+        lib = None
+    _LIB.append(lib)
+    return lib
+
+
+def _pool(threads: int) -> ThreadPoolExecutor:
+    if not _POOL or _POOL[0]._max_workers != threads:
+        if _POOL:
+            _POOL.pop().shutdown()
+        _POOL.append(ThreadPoolExecutor(threads, thread_name_prefix="tvnet-tvl1"))
+    return _POOL[0]
+
+
+def _bands(batch: int, h: int, threads: int) -> int:
+    """Row bands per image: 1 when the batch alone keeps every thread busy."""
+    if batch >= threads:
+        return 1
+    return max(1, min(-(-threads // batch), h // (4 * GROUP)))
+
+
+def iterate(u: torch.Tensor, px: torch.Tensor, py: torch.Tensor, grad_i: torch.Tensor,
+            grad_sq: torch.Tensor, rho_c: torch.Tensor, taps: tuple[torch.Tensor, torch.Tensor],
+            consts: tuple[float, float, float, float], iters: int
+            ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """`iters` applications of `tv_l1_step` (same arguments) on float32 CPU tensors.
+
+    `u`, `px`, `py`, `grad_i` `(B, 2, h, w)`; `grad_sq`, `rho_c` `(B, 1, h, w)`. Inputs are
+    not modified; returns new (u, px, py).
+    """
+    lib = library()
+    assert lib is not None, "call library() first"
+    b, _, h, w = u.shape
+    state = [t.detach().contiguous().clone() for t in (u, px, py)]
+    fixed = [t.detach().contiguous() for t in (grad_i, grad_sq, rho_c)]
+    tap = torch.cat([t.detach().float().reshape(-1) for t in taps]).contiguous()  # (8,)
+    const = torch.tensor([float(c) for c in consts], dtype=torch.float32)
+    threads = max(1, torch.get_num_threads())
+    nb = _bands(b, h, threads)
+    img, one = 2 * h * w * 4, h * w * 4  # bytes per (2, h, w) and (h, w) image
+    ptr = [t.data_ptr() for t in state + fixed]
+    extra = (tap.data_ptr(), const.data_ptr())
+
+    def whole(i: int) -> int:
+        s = [p + i * img for p in ptr[:4]] + [p + i * one for p in ptr[4:]]
+        return lib.tvl1_image(h, w, iters, GROUP, *s, *extra)
+
+    if nb == 1:
+        codes = list(_pool(threads).map(whole, range(b))) if b > 1 else [whole(0)]
+    else:  # bands of each image, in rounds of GROUP iterations, double-buffered
+        out = [torch.empty_like(t) for t in state]
+        edges = [round(k * h / nb) for k in range(nb + 1)]
+        jobs = [(i, edges[k], edges[k + 1]) for i in range(b) for k in range(nb)]
+        codes = []
+        for done in range(0, iters, GROUP):
+            n = min(GROUP, iters - done)
+            src, dst = [t.data_ptr() for t in state], [t.data_ptr() for t in out]
+
+            def band(job: tuple[int, int, int], n=n, src=src, dst=dst) -> int:
+                i, r0, r1 = job
+                return lib.tvl1_band(h, w, r0, r1, n, GROUP, *[p + i * img for p in src],
+                                     *[p + i * img for p in dst], ptr[3] + i * img,
+                                     ptr[4] + i * one, ptr[5] + i * one, *extra)
+
+            codes += list(_pool(threads).map(band, jobs))
+            state, out = out, state
+    if any(codes):
+        raise MemoryError("CPU TV-L1 kernel: out of memory for its band buffers")
+    return state[0], state[1], state[2]
