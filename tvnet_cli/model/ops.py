@@ -43,8 +43,8 @@ def to_grey(x: torch.Tensor) -> torch.Tensor:
         x = x.float()
     if x.shape[1] == 1:
         return x
-    w = torch.tensor(GREY_WEIGHTS, dtype=x.dtype, device=x.device).view(1, 3, 1, 1)
-    return (x * w).sum(dim=1, keepdim=True)
+    r, g, b = GREY_WEIGHTS
+    return x[:, :1] * r + x[:, 1:2] * g + x[:, 2:] * b
 
 
 def normalize_pair(i0: torch.Tensor, i1: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -53,9 +53,8 @@ def normalize_pair(i0: torch.Tensor, i1: torch.Tensor) -> tuple[torch.Tensor, to
     `(B, 1, H, W)` each. Joint (not per-frame) so a brightness change between the frames
     survives. A constant pair maps to zeros instead of dividing by zero.
     """
-    both = torch.cat([i0, i1], dim=1).flatten(1)  # (B, 2*H*W)
-    lo = both.amin(dim=1).view(-1, 1, 1, 1)
-    hi = both.amax(dim=1).view(-1, 1, 1, 1)
+    lo = torch.minimum(i0.flatten(1).amin(dim=1), i1.flatten(1).amin(dim=1)).view(-1, 1, 1, 1)
+    hi = torch.maximum(i0.flatten(1).amax(dim=1), i1.flatten(1).amax(dim=1)).view(-1, 1, 1, 1)
     scale = 255.0 / (hi - lo).clamp_min(1e-6)
     return (i0 - lo) * scale, (i1 - lo) * scale
 
@@ -71,16 +70,23 @@ def gaussian_blur(x: torch.Tensor, sigma: float, radius: int = 2) -> torch.Tenso
     """Separable gaussian smoothing of `(B, C, H, W)`; radius 2 = the authors' 5x5 kernel.
 
     Pads by replicating the border (the authors pad with zeros, which darkens the image
-    border and creates false edges there).
+    border and creates false edges there). Written as weighted sums of shifted views: ~10x
+    faster on the CPU than a depthwise conv2d at these sizes.
     """
     if sigma <= 0:
         return x
-    c = x.shape[1]
     k = gaussian_kernel1d(sigma, radius, x)
-    kx = k.view(1, 1, 1, -1).expand(c, 1, 1, -1)
-    ky = k.view(1, 1, -1, 1).expand(c, 1, -1, 1)
-    x = F.conv2d(F.pad(x, (radius, radius, 0, 0), mode="replicate"), kx, groups=c)
-    return F.conv2d(F.pad(x, (0, 0, radius, radius), mode="replicate"), ky, groups=c)
+    h, w = x.shape[-2:]
+    xp = F.pad(x, (radius, radius, 0, 0), mode="replicate")
+    x = sum(k[i] * xp[..., :, i:i + w] for i in range(2 * radius + 1))
+    xp = F.pad(x, (0, 0, radius, radius), mode="replicate")
+    return sum(k[i] * xp[..., i:i + h, :] for i in range(2 * radius + 1))
+
+
+def dot2(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Per-pixel dot product of two `(B, 2, H, W)` fields -> `(B, 1, H, W)` (faster than
+    `(a * b).sum(1)`, which reduces across planes)."""
+    return a[:, :1] * b[:, :1] + a[:, 1:] * b[:, 1:]
 
 
 def centred_gradient(

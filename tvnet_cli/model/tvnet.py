@@ -85,7 +85,7 @@ def tv_l1_step(
     The constants (lambda*theta, theta, tau/theta, eps) may be 0-d tensors (fused kernel).
     """
     forward, backward = taps
-    rho = rho_c + (grad_i * u).sum(dim=1, keepdim=True)
+    rho = rho_c + ops.dot2(grad_i, u)
     # Thresholding step of Algorithm 1 as the proximal map of the L1 data term.
     v = u - (rho / grad_sq).clamp(-lt, lt) * grad_i
     u = v + theta * ops.divergence(px, py, backward)
@@ -136,8 +136,8 @@ def _tv_l1_level(
     for _ in range(cfg.warps):
         w = ops.warp(stack, u)
         i1w, grad_i = w[:, :1], w[:, 1:]  # (B, 1, h, w), (B, 2, h, w)
-        grad_sq = (grad_i * grad_i).sum(dim=1, keepdim=True) + cfg.eps
-        rho_c = i1w - (grad_i * u).sum(dim=1, keepdim=True) - i0  # rho(u) = rho_c + gradI.u
+        grad_sq = ops.dot2(grad_i, grad_i) + cfg.eps
+        rho_c = i1w - ops.dot2(grad_i, u) - i0  # rho(u) = rho_c + gradI.u
         fixed = (grad_i, grad_sq, rho_c, (forward, backward), consts)
         if not early_stop:
             u, px, py = iterate(u, px, py, *fixed, cfg.iters)
@@ -240,7 +240,7 @@ class TVNet(nn.Module):
 
     def scalar_values(self) -> dict[str, float]:
         """Current tau, lam, theta as floats (config value x exp(multiplier))."""
-        return {k: getattr(self.config, k) * math.exp(float(self.log_scalars[k])) for k in SCALARS}
+        return {k: getattr(self.config, k) * math.exp(self.log_scalars[k].item()) for k in SCALARS}
 
     def solver_scalars(self) -> tuple:
         """(tau, lam, theta) for the solver: 0-d tensors while they train, floats otherwise
