@@ -63,7 +63,7 @@ class ExtractConfig(ConfigMixin):
     h5_dtype: str = "float16"
     jpeg_quality: int = 95
     batch: int = 8  # pairs per model call
-    fused: bool = True  # fused TV-L1 kernel (built once per machine, cached); False = eager
+    fused: bool = True  # compiled TV-L1 kernel (native.py / fused.py, cached); False = plain PyTorch
     devices: tuple[str, ...] = ("cpu",)  # one worker process per device when > 1
     overwrite: bool = False
     classes: Path | None = None  # class names, one a line ("name" or UCF101 "index name")

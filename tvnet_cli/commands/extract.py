@@ -51,7 +51,7 @@ def _formats(ctx: click.Context, param: click.Parameter, value: tuple[str, ...])
 @click.option("--jpeg-quality", type=int, default=95, help="JPEG quality, 1..100.")
 @click.option("--batch", type=int, default=8, help="Frame pairs per model call (across videos).")
 @click.option("--fused/--no-fused", default=True, show_default=True,
-              help="Fused TV-L1 kernel: built once per machine (about a minute), then cached.")
+              help="Compiled TV-L1 kernel (CPU: C, built in seconds once per machine; GPU: AOTInductor, about a minute once); cached. --no-fused = plain PyTorch.")
 @click.option("--gpus", default=None,
               help="GPU ids, e.g. 0,1 (one worker process each); \"\" = CPU.  "
                    "[default: GPU 0 if CUDA is available, else CPU; cuda:LOCAL_RANK under torchrun]")

@@ -1,5 +1,7 @@
-"""The fused TV-L1 iteration: `tv_l1_step` compiled ahead of time, cached on disk.
+"""The fused TV-L1 iteration off the CPU: `tv_l1_step` compiled ahead of time, cached on disk.
 
+Used for devices other than the CPU (CUDA) and dtypes other than float32; float32 on the
+CPU runs the hand-written kernel in `native.py`, which is ~4x faster than this step there.
 Eager PyTorch runs each iteration as ~40 small kernels that each stream the whole flow
 field through memory; the fused step is one or two loops per iteration. It is built with
 AOTInductor (torch.export + inductor) for dynamic batch/height/width, once per machine,
