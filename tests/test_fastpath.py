@@ -38,6 +38,7 @@ CONSTS = (0.15 * 0.3, 0.3, 0.25 / 0.3, 1e-12)
 def test_fused_model_matches_eager(data_dir, preset):
     f0, f1 = _chairs_batch(data_dir)
     model = TVNet.from_preset(preset)
+    model.fused = False
     reference = model.predict(f0, f1)
     model.fused = True
     fast = model.predict(f0, f1)
@@ -95,6 +96,7 @@ def test_fused_flag_leaves_training_on_eager_step():
 
 def test_frozen_model_takes_the_inference_path_under_autograd():
     model = TVNet.from_preset("tvnet-10")
+    model.fused = False
     model.set_trainable("none")
     x = torch.rand(2, 1, 16, 20) * 255
     y = torch.roll(x, 1, 3)
@@ -106,6 +108,7 @@ def test_frozen_model_takes_the_inference_path_under_autograd():
 def test_early_stop_on_the_fast_path_matches_eager(data_dir):
     f0, f1 = _chairs_batch(data_dir)
     model = TVNet.from_preset("tvnet-50", stop_tol=0.01)
+    model.fused = False
     reference = model.predict(f0, f1)
     model.fused = True
     assert (model.predict(f0, f1) - reference).abs().mean().item() < 1e-3
