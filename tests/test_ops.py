@@ -64,16 +64,18 @@ def test_grey_and_normalisation():
         ops.to_grey(torch.zeros(1, 2, 4, 4))
 
 
-def test_warp_integer_shift_and_border():
-    x = torch.arange(20.0).view(1, 1, 4, 5)
-    flow = torch.zeros(1, 2, 4, 5)
+@pytest.mark.parametrize("mode", ["bilinear", "bicubic"])
+def test_warp_integer_shift_and_border(mode):
+    x = torch.arange(42.0).view(1, 1, 6, 7)
+    flow = torch.zeros(1, 2, 6, 7)
     flow[:, 0] = 1.0  # sample one pixel to the right
-    out = ops.warp(x, flow)
-    torch.testing.assert_close(out[..., :4], x[..., 1:])
-    torch.testing.assert_close(out[..., 4], x[..., 4])  # past the right edge: border value
-    half = torch.zeros(1, 2, 4, 5)
-    half[:, 1] = 0.5  # half a row down: the mean of two rows
-    torch.testing.assert_close(ops.warp(x, half)[..., :3, :], x[..., :3, :] + 2.5)
+    out = ops.warp(x, flow, mode)
+    torch.testing.assert_close(out[..., :6], x[..., 1:])
+    torch.testing.assert_close(out[..., 6], x[..., 6])  # past the right edge: border value
+    half = torch.zeros(1, 2, 6, 7)
+    half[:, 1] = 0.5  # half a row down on a linear ramp: the mean of two rows (away from the
+    # border, where bicubic's extra taps are clamped)
+    torch.testing.assert_close(ops.warp(x, half, mode)[..., 1:4, :], x[..., 1:4, :] + 3.5)
 
 
 def test_pyramid_sizes_follow_authors_rule():
@@ -90,8 +92,8 @@ def test_resize_flow_rescales_units():
     torch.testing.assert_close(out, torch.full((1, 2, 16, 20), 2.0))
 
 
-@pytest.mark.parametrize("name", ["centred", "forward", "divergence", "warp", "blur", "resize",
-                                  "normalize"])
+@pytest.mark.parametrize("name", ["centred", "forward", "divergence", "warp", "warp_bicubic", "blur",
+                                  "resize", "normalize"])
 def test_gradcheck(name):
     g = torch.Generator().manual_seed(1)
     x = torch.rand(1, 2, 5, 6, generator=g, dtype=torch.float64, requires_grad=True)
@@ -104,6 +106,7 @@ def test_gradcheck(name):
         "divergence": (lambda a, b, t: ops.divergence(a, b, t), (x, y, taps2)),
         # keep samples away from pixel centres, where bilinear is not differentiable
         "warp": (lambda a, f: ops.warp(a, f), (x, (y * 0.8 + 0.1).detach().requires_grad_())),
+        "warp_bicubic": (lambda a, f: ops.warp(a, f, "bicubic"), (x, (y * 0.8 + 0.1).detach().requires_grad_())),
         "blur": (lambda a: ops.gaussian_blur(a, 0.8), (x,)),
         "resize": (lambda a: ops.resize(a, (3, 4)), (x,)),
         "normalize": (lambda a, b: ops.normalize_pair(a[:, :1], b[:, :1]), (x, y)),

@@ -37,7 +37,8 @@ def test_tvl1_5_5_50_matches_opencv_on_real_ground_truth(data_dir, index):
     e_ours, e_cv = epe(ours, gt), epe(theirs, gt)
     zero = epe(np.zeros_like(gt), gt)
     assert e_ours < zero, f"{name}: TVNet EPE {e_ours:.3f} no better than zero flow {zero:.3f}"
-    assert e_ours <= 1.15 * e_cv, f"{name}: TVNet EPE {e_ours:.3f} vs OpenCV {e_cv:.3f}"
+    # measured: within 2.1% on every pair (bicubic warp as OpenCV; bilinear was up to 8% worse)
+    assert e_ours <= 1.05 * e_cv, f"{name}: TVNet EPE {e_ours:.3f} vs OpenCV {e_cv:.3f}"
 
 
 def test_tvnet_50_is_tvl1_on_grove3(data_dir):

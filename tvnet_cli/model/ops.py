@@ -136,8 +136,8 @@ def base_grid(h: int, w: int, like: torch.Tensor) -> torch.Tensor:
     return torch.stack([gx, gy]).unsqueeze(0)
 
 
-def warp(x: torch.Tensor, flow: torch.Tensor) -> torch.Tensor:
-    """Bilinear backward warp (Eq. 10): out(p) = x(p + flow(p)).
+def warp(x: torch.Tensor, flow: torch.Tensor, mode: str = "bilinear") -> torch.Tensor:
+    """Backward warp (Eq. 10): out(p) = x(p + flow(p)); `mode` "bilinear" (the paper) or "bicubic".
 
     `x` `(B, C, H, W)`, `flow` `(B, 2, H, W)` in pixels. Samples outside the image take the
     nearest border value (the authors return 0 on the left/top and extrapolate on the
@@ -149,7 +149,7 @@ def warp(x: torch.Tensor, flow: torch.Tensor) -> torch.Tensor:
     gx = pos[:, 0] * (2.0 / max(w - 1, 1)) - 1.0
     gy = pos[:, 1] * (2.0 / max(h - 1, 1)) - 1.0
     grid = torch.stack([gx, gy], dim=-1)  # (B, H, W, 2)
-    return F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=True)
+    return F.grid_sample(x, grid, mode=mode, padding_mode="border", align_corners=True)
 
 
 def resize(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
