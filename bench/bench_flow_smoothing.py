@@ -1,6 +1,8 @@
-"""Pre-smoothing (smooth_sigma) vs EPE on every real ground-truth pair in ../shared/data.
+"""Pre-smoothing (smooth_sigma) and warp interpolation vs EPE on every real ground-truth pair
+in ../shared/data.
 
 Usage: python bench/bench_flow_smoothing.py [--presets tvnet-50,tvnet-3-1-10,tvl1] [--sigmas 0,0.8]
+       [--warps bilinear,bicubic]
 Prints a markdown table (EPE per pair and mean) and writes JSON next to it if --json is given.
 """
 
@@ -32,27 +34,30 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--presets", default="tvnet-50,tvnet-3-1-10,tvl1")
     ap.add_argument("--sigmas", default="0,0.8")
+    ap.add_argument("--warps", default="bicubic", help="warp interpolations to compare")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--json", default=None)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     pairs = gt_pairs()
     results = []
-    print("| preset | smooth_sigma | " + " | ".join(d.name for d in pairs) + " | mean | s/pair |")
-    print("|---|---|" + "---|" * (len(pairs) + 2))
-    for preset in args.presets.split(","):
-        for sigma in (float(s) for s in args.sigmas.split(",")):
-            model = TVNet.from_preset(preset, smooth_sigma=sigma)
-            epes, t0 = [], time.time()
-            for d in pairs:
-                f0, f1 = (torch.from_numpy(np.array(f)).permute(2, 0, 1)[None] for f in (d.frame0, d.frame1))
-                flow = model.predict(f0, f1)[0].permute(1, 2, 0).numpy()
-                epes.append(flow_errors(flow, d.gt, d.valid)["epe"])
-            sec = (time.time() - t0) / len(pairs)
-            results.append({"preset": preset, "sigma": sigma, "epe": dict(zip([d.name for d in pairs], epes)),
-                            "mean": float(np.mean(epes)), "sec_per_pair": sec})
-            print(f"| {preset} | {sigma} | " + " | ".join(f"{e:.3f}" for e in epes)
-                  + f" | {np.mean(epes):.3f} | {sec:.2f} |", flush=True)
+    print("| preset | smooth_sigma | warp | " + " | ".join(d.name for d in pairs) + " | mean | s/pair |")
+    print("|---|---|---|" + "---|" * (len(pairs) + 2))
+    settings = [(p, float(s), w) for p in args.presets.split(",") for s in args.sigmas.split(",")
+                for w in args.warps.split(",")]
+    for preset, sigma, warp in settings:
+        model = TVNet.from_preset(preset, smooth_sigma=sigma, warp=warp)
+        epes, t0 = [], time.time()
+        for d in pairs:
+            f0, f1 = (torch.from_numpy(np.array(f)).permute(2, 0, 1)[None] for f in (d.frame0, d.frame1))
+            flow = model.predict(f0, f1)[0].permute(1, 2, 0).numpy()
+            epes.append(flow_errors(flow, d.gt, d.valid)["epe"])
+        sec = (time.time() - t0) / len(pairs)
+        results.append({"preset": preset, "sigma": sigma, "warp": warp,
+                        "epe": dict(zip([d.name for d in pairs], epes)),
+                        "mean": float(np.mean(epes)), "sec_per_pair": sec})
+        print(f"| {preset} | {sigma} | {warp} | " + " | ".join(f"{e:.3f}" for e in epes)
+              + f" | {np.mean(epes):.3f} | {sec:.2f} |", flush=True)
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=2))
 
