@@ -2,6 +2,9 @@
 real Middlebury textures): gradients reach TVNet, exact resume, flow learns / RGB does not,
 the CLI commands."""
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -182,3 +185,20 @@ def test_cli_commands(toy, tmp_path):
     assert "Error:" in r.output and "RotateCW/v_RotateCW_g02_c01.avi" in r.output
     r = runner.invoke(main, ["eval-action", str(tmp_path / "nope.pt")])
     assert r.exit_code == 1 and "checkpoint not found" in r.output
+
+
+def test_torchrun_two_cpu_processes(toy, tmp_path):
+    """DDP on the gloo backend: two ranks split each global batch; rank 0 alone reports,
+    saves the checkpoint and evaluates."""
+    out = tmp_path / "ddp"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+           "-m", "tvnet_cli", "train-action", "--root", str(toy), "--out", str(out), "--preset", "tvnet-1-1-2",
+           "--depth", "10", "--width", "4", "--frame-size", "24", "24", "--input-size", "16", "--length", "3",
+           "--batch", "4", "--steps", "3", "--workers", "0", "--test-segments", "2", "--log-every", "1",
+           "--device", "cpu", "--threads", "1"]
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
+    assert r.stdout.count("trained 3 steps") == 1 and r.stdout.count("top-1") == 1
+    ckpt = load_checkpoint(out / "checkpoint.pt")
+    assert ckpt["step"] == 3
+    assert len((out / "log.csv").read_text().splitlines()) == 1 + 3

@@ -105,14 +105,15 @@ def train_action(resume: bool, eval_only: bool, no_eval: bool, threads: int | No
                                test_crops=int(test_crops), **kw)
     ckpt = Path(config.out) / "checkpoint.pt"
     if not eval_only:
+        from ..train_action import _dist_info
+
+        if _dist_info()[0] != 0:  # other torchrun ranks train silently; rank 0 reports and tests
+            run(config, resume=resume)
+            return
         with _progress("train") as cb:
             res = run(config, progress=cb, resume=resume)
         click.echo(f"trained {res['step']} steps: loss {res['loss']:.4g}, batch accuracy {res['acc']:.3f}; "
                    f"checkpoint {res['checkpoint']}, TVNet weights {res['tvnet']}")
-        from ..train_action import _dist_info
-
-        if _dist_info()[0] != 0:
-            return
     if no_eval:
         return
     with _progress("test") as cb:
