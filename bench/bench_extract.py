@@ -68,6 +68,70 @@ def bench_tvnet(clip: Path, out: Path, threads: int, device: str, batch: int) ->
     return s.flows, dt
 
 
+def stage_costs(video: Path, count: int, tmp: Path, device: str, batch: int, quality: int = 95
+                ) -> dict[str, float]:
+    """Milliseconds per flow field of each pipeline stage, measured alone: CPU stages on one
+    thread (decode one frame of the original H.264 `video` to RGB, as datasets are distributed;
+    JPEG-encode flow_x, flow_y and the RGB frame; write the three
+    files), device stages at `batch` (host-to-device of the uint8 pair, TVNet-50, quantise,
+    device-to-host of the uint8 field). Tells how many CPU cores a given device rate needs."""
+    import io
+
+    import torch
+    from PIL import Image
+
+    from tvnet_cli import TVNet
+    from tvnet_cli.io.quantize import quantize
+    from tvnet_cli.io.video import iter_frames
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    t = time.perf_counter()
+    frames = [f for f, _ in zip(iter_frames(video, threads=1, check=False), range(count))]
+    out = {"decode": (time.perf_counter() - t) / len(frames) * 1000}
+    torch.set_num_threads(threads)
+    dev = torch.device(device)
+    sync = torch.cuda.synchronize if dev.type == "cuda" else (lambda: None)
+    model = TVNet.from_preset("tvnet-50").to(dev)
+    host = torch.from_numpy(np.stack(frames[: batch + 1])).permute(0, 3, 1, 2)  # (B+1, 3, H, W) uint8
+    n = 5
+    pin = host.pin_memory() if dev.type == "cuda" else host
+    for _ in range(2):  # warm-up, then timed
+        sync()
+        t0 = time.perf_counter()
+        for _ in range(n):
+            x = pin.to(dev, non_blocking=True)
+        sync()
+        t1 = time.perf_counter()
+        for _ in range(n):
+            flow = model.predict(x[:-1], x[1:])
+        sync()
+        t2 = time.perf_counter()
+        for _ in range(n):
+            q = quantize(flow, 20.0)
+        sync()
+        t3 = time.perf_counter()
+        for _ in range(n):
+            qh = q.cpu().numpy()
+        t4 = time.perf_counter()
+    per = 1000 / (n * batch)
+    out.update({"to device": (t1 - t0) * per, "TVNet-50": (t2 - t1) * per, "quantise": (t3 - t2) * per,
+                "to host": (t4 - t3) * per})
+    blobs = []
+    t = time.perf_counter()
+    for i in range(batch):
+        for img in (qh[i, 0], qh[i, 1], frames[i]):
+            buf = io.BytesIO()
+            Image.fromarray(img).save(buf, format="JPEG", quality=quality)
+            blobs.append(buf.getvalue())
+    out["JPEG encode"] = (time.perf_counter() - t) / batch * 1000
+    t = time.perf_counter()
+    for k, b in enumerate(blobs):
+        (tmp / f"stage_{k:05d}.jpg").write_bytes(b)
+    out["write"] = (time.perf_counter() - t) / batch * 1000
+    return out
+
+
 def bench_opencv(clip: Path, out: Path, threads: int, tvnet50: bool, bound: float = 20.0) -> tuple[int, float]:
     """Decode (PyAV), grey, DualTVL1.calc, quantise, write flow_x/flow_y/img JPEGs (cv2)."""
     import av
@@ -160,6 +224,14 @@ def main() -> None:
         tv = flows / dt
         print(f"tvnet extract (TVNet-50, {args.device}, batch {args.batch}): {flows} flows in {dt:.1f} s "
               f"= {tv:.2f} flows/s")
+        costs = stage_costs(VIDEO, 300, tmp, args.device, args.batch)  # 300 frames: opening amortised
+        cpu = sum(v for k, v in costs.items() if k in ("decode", "JPEG encode", "write"))
+        print(f"\nwhere the time goes (ms per flow field; CPU stages on one thread, {args.device} stages at "
+              f"batch {args.batch}):")
+        for k, v in costs.items():
+            print(f"  {k:12s} {v:8.3f} ms")
+        print(f"  CPU side (decode + encode + write) = {cpu:.2f} ms/flow: {1000 / cpu:.0f} flows/s per core, "
+              f"{4000 * cpu / 1000:.1f} cores for 4,000 flows/s\n")
         if not args.skip_opencv:
             for label, fast in (("OpenCV DualTVL1 defaults (5-5-300)", False),
                                 ("OpenCV DualTVL1 at 1-1-50", True)):
