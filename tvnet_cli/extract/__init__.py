@@ -1,0 +1,65 @@
+"""`tvnet extract`: whole video datasets to optical flow, fast, resumable.
+
+A video is complete only under its final name, so a rerun skips it (resume); `overwrite`
+redoes it. Bad videos fail alone: the others complete, a failure list is written, and the
+summary says how many failed. Several devices: one spawned worker process per device,
+videos sharded; under torchrun (RANK/WORLD_SIZE) each process takes its own shard.
+
+Modules: `config` (settings and results), `jobs` (inputs, labels, shards, devices, resume
+checks), `pipeline` (decode -> TVNet -> write on one device; worker processes; the
+pipeline diagram), `lists` (output folder check, annotation and failure lists).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+from .config import FORMATS, ExtractConfig, ExtractSummary, Progress, VideoJob, VideoResult
+from .jobs import (_complete_counts, assign_labels, collect_videos, final_paths, is_complete, parse_gpus,
+                   plan, read_classes, shard, torchrun_shard)
+from .lists import check_output, write_lists
+from .pipeline import _Runner, _run_spawned, build_model
+
+__all__ = [
+    "FORMATS", "ExtractConfig", "ExtractSummary", "Progress", "VideoJob", "VideoResult",
+    "assign_labels", "build_model", "check_output", "collect_videos", "extract", "final_paths",
+    "is_complete", "parse_gpus", "plan", "read_classes", "shard", "torchrun_shard", "write_lists",
+]
+
+
+def extract(inputs: Sequence[str | Path], config: ExtractConfig,
+            progress: Progress | None = None) -> ExtractSummary:
+    """Extract flow for every video of `inputs` into `config.out`; see the package doc.
+
+    Raises `TVNetError` for problems that stop everything (missing input, output folder
+    not writable, bad model); a bad video only adds a "failed" result.
+    """
+    t0 = time.perf_counter()
+    progress = progress or (lambda kind, value: None)
+    check_output(config.out)
+    jobs, failures = plan(inputs, config)
+    progress("total", len(jobs) + len(failures))
+    results: list[VideoResult] = []
+    for r in failures:
+        results.append(r)
+        progress("video", r)
+    todo = []
+    for job in jobs:
+        if not config.overwrite and is_complete(job, config):
+            flows, frames = _complete_counts(job, config)
+            r = VideoResult(str(job.src), str(job.rel), "skipped", frames, flows, job.label)
+            results.append(r)
+            progress("video", r)
+        else:
+            todo.append(job)
+    if todo:
+        build_model(config)  # fail early (bad preset / weights) before any process starts
+        if len(config.devices) > 1:
+            results += _run_spawned(todo, config, progress)
+        else:
+            results += _Runner(todo, config, config.devices[0], progress).run()
+    summary = ExtractSummary(results=results, seconds=time.perf_counter() - t0)
+    summary.lists = write_lists(results, config)
+    return summary

@@ -1,0 +1,66 @@
+"""`tvnet extract` output folder check and the lists it writes: annotation lists, failure list."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+from ..errors import TVNetError
+from ..io.writers import DIR_FORMATS
+from .config import ExtractConfig, VideoResult
+
+
+def check_output(out: Path) -> None:
+    """The output folder must exist or be creatable, and be writable."""
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        probe_file = out / f".tvnet-write-test-{os.getpid()}"
+        probe_file.write_bytes(b"")
+        probe_file.unlink()
+    except OSError as e:
+        raise TVNetError(f"{out}: output folder cannot be written ({e.strerror or e})") from None
+
+
+def _atomic_write_text(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.partial")
+    tmp.write_text(text)
+    tmp.replace(path)
+
+
+def _list_suffix(config: ExtractConfig) -> str:
+    return f".rank{config.rank}" if config.world_size > 1 else ""
+
+
+def write_lists(results: Sequence[VideoResult], config: ExtractConfig) -> list[Path]:
+    """Annotation lists (`<rel> <count> <label>`, mmaction2/TSN rawframes) and the failure list.
+
+    `ann_flow.txt`: flow folder and its number of flow fields (N - step); `ann_rgb.txt`
+    (with RGB frames): folder and N frames; `ann_h5.txt`: `<rel>.h5` and N - step. The
+    failure list `failures.txt` has `<video>\\t<message>` lines; it is removed when nothing
+    failed. Under torchrun each rank writes its own `*.rank<R>.txt` (a rerun without
+    torchrun skips everything and writes the whole lists).
+    """
+    c = config
+    sfx = _list_suffix(c)
+    ok = sorted((r for r in results if r.status in ("done", "skipped")), key=lambda r: r.rel)
+    written = []
+    lists: dict[str, list[str]] = {}
+    if any(f in DIR_FORMATS for f in c.formats):
+        lists["ann_flow"] = [f"{r.rel} {r.flows} {r.label}" for r in ok]
+        if c.frames and "jpeg" in c.formats:
+            lists["ann_rgb"] = [f"{r.rel} {r.frames} {r.label}" for r in ok]
+    if "h5" in c.formats:
+        lists["ann_h5"] = [f"{r.rel}.h5 {r.flows} {r.label}" for r in ok]
+    for name, lines in lists.items():
+        path = c.out / f"{name}{sfx}.txt"
+        _atomic_write_text(path, "".join(line + "\n" for line in lines))
+        written.append(path)
+    failures = sorted((r for r in results if r.status == "failed"), key=lambda r: r.src)
+    fpath = c.out / f"failures{sfx}.txt"
+    if failures:
+        _atomic_write_text(fpath, "".join(f"{r.src}\t{r.message}\n" for r in failures))
+        written.append(fpath)
+    else:
+        fpath.unlink(missing_ok=True)
+    return written

@@ -1,0 +1,387 @@
+"""The per-device `tvnet extract` pipeline, and one spawned worker process per device.
+
+Pipeline (one process per device):
+
+    decoder threads (PyAV, one video each) --pairs--> bounded queue --> batcher (main thread)
+        packs (frame t, frame t+step) pairs across videos into batches of `batch`
+        --> model.predict on the device --> quantise / cast on the device --> bytes to CPU
+        --> writer thread pool (Pillow JPEG, h5py, .flo, .npy) into a temporary name
+        --> rename to the final name when the video's last field is written.
+
+Memory is bounded by the queue sizes (a few batches), never by video length. A video is
+complete only under its final name (see `jobs.is_complete`). Several devices: one spawned
+worker process per device (`_worker`, importable here for `spawn`), videos sharded.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+from collections import deque
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..errors import TVNetError
+from ..io.video import iter_frames, output_size, probe
+from ..io.writers import DIR_FORMATS, DirOutput, H5Output
+from .config import ExtractConfig, Progress, VideoJob, VideoResult
+from .jobs import final_paths, shard
+
+
+# ---------------------------------------------------------------------------------------
+# the per-device pipeline
+# ---------------------------------------------------------------------------------------
+class _Video:
+    """Book-keeping of one video in flight: outputs, pending writes, completion."""
+
+    def __init__(self, job: VideoJob, outputs: list) -> None:
+        self.job = job
+        self.outputs = outputs  # DirOutput / H5Output, created once the file opened as a video
+        self.lock = threading.Lock()
+        self.pending = 0  # frames and pairs handed on but not yet written
+        self.decoded: int | None = None  # frames, once decoding ended
+        self.info = None
+        self.error = ""
+        self.closed = False
+
+    def add_pending(self, n: int = 1) -> None:
+        with self.lock:
+            self.pending += n
+
+    def fail(self, message: str) -> None:
+        with self.lock:
+            if not self.error:
+                self.error = message
+
+    @property
+    def failed(self) -> bool:
+        return bool(self.error)
+
+    def task_done(self, on_close: Callable[["_Video"], None]) -> None:
+        with self.lock:
+            self.pending -= 1
+        self.maybe_close(on_close)
+
+    def decode_finished(self, frames: int, on_close: Callable[["_Video"], None]) -> None:
+        with self.lock:
+            self.decoded = frames
+        self.maybe_close(on_close)
+
+    def maybe_close(self, on_close: Callable[["_Video"], None]) -> None:
+        with self.lock:
+            if self.closed or self.decoded is None or self.pending > 0:
+                return
+            self.closed = True
+        on_close(self)
+
+
+@dataclass
+class _Pair:
+    video: _Video
+    index: int  # flow field index, 0-based
+    frame0: np.ndarray  # (H, W, 3) uint8
+    frame1: np.ndarray
+
+
+_END = object()
+
+
+def build_model(config: ExtractConfig):
+    """TVNet from `weights` or `preset`, with scales/warps/iters overrides."""
+    from ..model import TVNet
+
+    overrides = {k: getattr(config, k) for k in ("scales", "warps", "iters") if getattr(config, k)}
+    if config.weights is not None:
+        model = TVNet.from_file(config.weights, **overrides)
+    else:
+        model = TVNet.from_preset(config.preset, **overrides)
+    model.fused = config.fused
+    return model
+
+
+def _model_meta(config: ExtractConfig, model) -> dict:
+    return {"model": str(config.weights) if config.weights else config.preset,
+            "parameters": model.config.to_dict()}
+
+
+class _Runner:
+    """Runs the pipeline for a list of videos on one device."""
+
+    def __init__(self, jobs: list[VideoJob], config: ExtractConfig, device: str,
+                 progress: Progress | None) -> None:
+        self.jobs = jobs
+        self.config = config
+        self.device = device
+        self.progress = progress or (lambda kind, value: None)
+        self.pairs: queue.Queue = queue.Queue(maxsize=2 * config.batch + config.decoders)
+        self.job_queue: queue.Queue = queue.Queue()
+        self.results: list[VideoResult] = []
+        self.results_lock = threading.Lock()
+        self.slots = threading.BoundedSemaphore(4 * config.batch + 2 * config.writers)
+        self.pool = ThreadPoolExecutor(config.writers, thread_name_prefix="tvnet-write")
+        self.model_meta: dict = {}
+
+    # -- decode side ---------------------------------------------------------------------
+    def _make_outputs(self, job: VideoJob) -> list:
+        c = self.config
+        outs = []
+        paths = final_paths(job, c)
+        if any(f in DIR_FORMATS for f in c.formats) and (c.overwrite or not paths[0].exists()):
+            outs.append(DirOutput(paths[0], c.formats, frames=c.frames, start_index=c.start_index,
+                                  jpeg_quality=c.jpeg_quality))
+        if "h5" in c.formats and (c.overwrite or not paths[-1].exists()):
+            try:
+                outs.append(H5Output(paths[-1], c.h5_dtype, c.bound))
+            except OSError:
+                for o in outs:
+                    o.abort()
+                raise
+        return outs
+
+    def _submit(self, video: _Video, fn: Callable[[], None]) -> None:
+        """Run a write of `video` in the pool (bounded: blocks while too many are queued)."""
+        self.slots.acquire()
+
+        def task() -> None:
+            try:
+                if not video.failed:
+                    fn()
+            except OSError as e:
+                video.fail(f"{video.job.src}: cannot write output ({e.strerror or e}: {e.filename or ''})")
+            except Exception as e:  # noqa: BLE001 - one bad video must not stop the dataset
+                video.fail(f"{video.job.src}: {type(e).__name__}: {e}")
+            finally:
+                self.slots.release()
+                video.task_done(self._close)
+
+        self.pool.submit(task)
+
+    def _size(self, width: int, height: int) -> tuple[int, int] | None:
+        c = self.config
+        if c.width is None and c.height is None and c.short_side is None:
+            return None
+        return output_size(width, height, c.width, c.height, c.short_side)
+
+    def _decode_one(self, job: VideoJob) -> None:
+        """Decode one video into frame writes and (t, t + step) pairs for the batcher."""
+        c = self.config
+        video = _Video(job, [])
+        window: deque[np.ndarray] = deque()  # the last step + 1 frames
+        n = 0
+        try:
+            info = probe(job.src)  # a bad file fails here, before any output exists
+            video.info = info
+            try:
+                video.outputs = self._make_outputs(job)
+            except OSError as e:
+                raise TVNetError(f"{job.src}: cannot write output ({e.strerror or e}: {e.filename})") from None
+            outputs = video.outputs
+            # always a fixed size: a stream that changes resolution still gives equal-size pairs
+            size = self._size(info.width, info.height) or (info.height, info.width)
+            frames = iter_frames(job.src, size)
+            for frame in frames:
+                if video.failed:  # a write failed: stop decoding this video
+                    frames.close()
+                    break
+                if c.frames and "jpeg" in c.formats:
+                    video.add_pending()
+                    self._submit(video, lambda i=n, f=frame: [o.write_frame(i, f) for o in outputs])
+                window.append(frame)
+                if len(window) > c.step:
+                    video.add_pending()
+                    self.pairs.put(_Pair(video, n - c.step, window.popleft(), frame))
+                n += 1
+            if n <= c.step and not video.failed:
+                video.fail(f"{job.src}: only {n} frame(s) decoded, need at least {c.step + 1} for a flow field")
+        except TVNetError as e:
+            video.fail(str(e))
+        except Exception as e:  # noqa: BLE001 - one bad video must not stop the dataset
+            video.fail(f"{job.src}: {type(e).__name__}: {e}")
+        video.decode_finished(n, self._close)
+
+    def _decoder(self) -> None:
+        """Decoder thread: videos from the job queue until it is empty, then _END."""
+        try:
+            while True:
+                try:
+                    job = self.job_queue.get_nowait()
+                except queue.Empty:
+                    break
+                self._decode_one(job)
+        finally:
+            self.pairs.put(_END)  # the batcher must never wait for a dead decoder
+
+    # -- completion ------------------------------------------------------------------------
+    def _record(self, result: VideoResult) -> None:
+        with self.results_lock:
+            self.results.append(result)
+        self.progress("video", result)
+
+    def _close(self, video: _Video) -> None:
+        """All writes of `video` are done: rename to final names, or clean up after a failure."""
+        job = video.job
+        frames = video.decoded or 0
+        flows = max(0, frames - self.config.step)
+        if not video.failed:
+            meta = {"source": str(job.src), "fps": float(video.info.fps) if video.info else 0.0,
+                    "frames": frames, "flows": flows, "step": self.config.step,
+                    "start_index": self.config.start_index, "label": job.label,
+                    **self.model_meta}
+            try:
+                for o in video.outputs:
+                    o.finish(meta)
+            except (OSError, TVNetError) as e:
+                video.fail(f"{job.src}: cannot finish output ({e})")
+        if video.failed:
+            for o in video.outputs:
+                o.abort()
+            self._record(VideoResult(str(job.src), str(job.rel), "failed", frames, 0, job.label, video.error))
+        else:
+            self._record(VideoResult(str(job.src), str(job.rel), "done", frames, flows, job.label))
+
+    # -- device side -------------------------------------------------------------------------
+    def _run_batch(self, model, batch: list[_Pair], wants: set[str]) -> None:
+        import torch
+
+        from ..io.quantize import quantize
+
+        live = [p for p in batch if not p.video.failed]
+        for p in batch:
+            if p.video.failed:
+                p.video.task_done(self._close)
+        if not live:
+            return
+        f0 = torch.from_numpy(np.stack([p.frame0 for p in live])).to(self.device)  # (B, H, W, 3)
+        f1 = torch.from_numpy(np.stack([p.frame1 for p in live])).to(self.device)
+        try:
+            flow = model.predict(f0.permute(0, 3, 1, 2), f1.permute(0, 3, 1, 2))  # (B, 2, H, W)
+        except torch.cuda.OutOfMemoryError:
+            raise TVNetError(f"{self.device}: out of memory for a batch of {len(live)} pairs of "
+                             f"{tuple(f0.shape[1:3])} frames; use a smaller --batch or size") from None
+        rep: dict[str, np.ndarray] = {}
+        if "q" in wants:
+            rep["q"] = quantize(flow, self.config.bound).cpu().numpy()  # (B, 2, H, W) uint8
+        if "f16" in wants:
+            rep["f16"] = flow.half().cpu().numpy()
+        if "f32" in wants:
+            rep["f32"] = flow.float().cpu().numpy()
+        for i, p in enumerate(live):
+            fields = {k: v[i] for k, v in rep.items()}  # (2, H, W) each
+            p.video.add_pending()
+            self._submit(p.video, lambda p=p, fields=fields: [o.write_flow(p.index, fields)
+                                                            for o in p.video.outputs])
+            p.video.task_done(self._close)  # the pair itself (its write is counted by _submit)
+        self.progress("flows", len(live))
+
+    def run(self) -> list[VideoResult]:
+        import torch
+
+        c = self.config
+        threads_before = torch.get_num_threads()
+        if c.torch_threads:
+            torch.set_num_threads(c.torch_threads)
+        try:
+            return self._run(build_model(c).to(self.device).eval())
+        finally:
+            torch.set_num_threads(threads_before)  # a library call leaves the caller's setting
+
+    def _run(self, model) -> list[VideoResult]:
+        c = self.config
+        self.model_meta = _model_meta(c, model)
+        wants = {"q"} if "jpeg" in c.formats else set()
+        if "flo" in c.formats or "npy" in c.formats:
+            wants.add("f32")
+        if "h5" in c.formats:
+            wants.add({"uint8": "q", "float16": "f16", "float32": "f32"}[c.h5_dtype])
+        for job in self.jobs:
+            self.job_queue.put(job)
+        threads = [threading.Thread(target=self._decoder, name=f"tvnet-decode-{i}", daemon=True)
+                   for i in range(min(c.decoders, max(1, len(self.jobs))))]
+        for t in threads:
+            t.start()
+        buckets: dict[tuple, list[_Pair]] = {}
+        running = len(threads)
+        try:
+            while running:
+                item = self.pairs.get()
+                if item is _END:
+                    running -= 1
+                    continue
+                key = item.frame0.shape
+                buckets.setdefault(key, []).append(item)
+                if len(buckets[key]) >= c.batch:
+                    self._run_batch(model, buckets.pop(key), wants)
+                elif sum(map(len, buckets.values())) > 2 * c.batch:  # many sizes: bound memory
+                    self._run_batch(model, buckets.pop(max(buckets, key=lambda k: len(buckets[k]))), wants)
+            for key in list(buckets):
+                self._run_batch(model, buckets.pop(key), wants)
+            for t in threads:
+                t.join()
+        finally:
+            self.pool.shutdown(wait=True)
+        return self.results
+
+
+# ---------------------------------------------------------------------------------------
+# several devices: one spawned process each
+# ---------------------------------------------------------------------------------------
+def _worker(wid: int, jobs: list[VideoJob], config: ExtractConfig, device: str, events) -> None:
+    """Entry point of spawned worker `wid`: run its shard, stream progress and results back."""
+    try:
+        if device.startswith("cuda"):
+            import torch
+
+            torch.cuda.set_device(device)
+        _Runner(jobs, config, device, lambda kind, value: events.put((kind, value))).run()
+    except TVNetError as e:
+        events.put(("error", str(e)))
+    except Exception as e:  # noqa: BLE001 - reported by the parent as this worker's failure
+        events.put(("error", f"worker on {device}: {type(e).__name__}: {e}"))
+    events.put(("exit", wid))
+
+
+def _run_spawned(jobs: list[VideoJob], config: ExtractConfig, progress: Progress) -> list[VideoResult]:
+    """One process per device, videos sharded between them; progress merged here."""
+    import torch.multiprocessing as mp
+
+    ctx = mp.get_context("spawn")
+    events = ctx.Queue()
+    procs = []
+    for wid, device in enumerate(config.devices):
+        p = ctx.Process(target=_worker, name=f"tvnet-extract-{device}",
+                        args=(wid, shard(jobs, wid, len(config.devices)), config, device, events))
+        p.start()
+        procs.append(p)
+    results: list[VideoResult] = []
+    errors: list[str] = []
+    live = set(range(len(procs)))
+    while live:
+        try:
+            kind, value = events.get(timeout=1.0)
+        except queue.Empty:
+            for wid in list(live):
+                if not procs[wid].is_alive():  # died without saying goodbye (killed, OOM)
+                    errors.append(f"worker on {config.devices[wid]} died (exit code {procs[wid].exitcode})")
+                    live.discard(wid)
+            continue
+        if kind == "exit":
+            live.discard(value)
+        elif kind == "error":
+            errors.append(value)
+        else:
+            if kind == "video":
+                results.append(value)
+            progress(kind, value)
+    for p in procs:
+        p.join()
+    seen = {r.rel for r in results}
+    msg = "; ".join(errors) or "worker stopped"
+    for j in jobs:  # videos a dead worker never reported
+        if str(j.rel) not in seen:
+            r = VideoResult(str(j.src), str(j.rel), "failed", label=j.label, message=f"{j.src}: {msg}")
+            results.append(r)
+            progress("video", r)
+    return results
