@@ -1,6 +1,7 @@
 """Engine benchmark: ms/pair of TVNet against OpenCV DualTVL1 on the same frames, same run.
 
-    python bench/bench_engine.py [--pairs 4] [--repeats 3] [--batch 8] [--skip-memory]
+    python bench/bench_engine.py [--pairs 8] [--repeats 3] [--batch 8] [--skip-memory]
+    python bench/bench_engine.py --device cuda:0 --pairs 256 --batch 256   # GPU targets (pairs/s)
 
 Frames: consecutive 340x256 frames of ../shared/data/videos/test.mp4 (or --video).
 Rows are measured interleaved (round robin), so load from other processes hits every row
@@ -55,17 +56,23 @@ def opencv_runner(settings: str):
     return run
 
 
-def tvnet_runner(preset: str, fused: bool, batch: int):
+def tvnet_runner(preset: str, fused: bool, batch: int, device: str = "cpu"):
+    """Frames go to `device` once (uint8) and stay there: this times TVNet, not transfers
+    (those are in bench_extract.py's stage costs)."""
     from tvnet_cli import TVNet
 
-    model = TVNet.from_preset(preset)
+    model = TVNet.from_preset(preset).to(device)
     model.fused = fused
+    sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
+    on_device: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
 
     def run(a: np.ndarray, b: np.ndarray) -> None:
-        ta = torch.from_numpy(a).permute(0, 3, 1, 2)
-        tb = torch.from_numpy(b).permute(0, 3, 1, 2)
+        if len(a) not in on_device:
+            on_device[len(a)] = tuple(torch.from_numpy(x).permute(0, 3, 1, 2).to(device) for x in (a, b))
+        ta, tb = on_device[len(a)]
         for i in range(0, len(ta), batch):
             model.predict(ta[i:i + batch], tb[i:i + batch])
+        sync()
 
     return run
 
@@ -106,6 +113,8 @@ def main() -> None:
     ap.add_argument("--pairs", type=int, default=8)
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--batch", type=int, default=8)
+    ap.add_argument("--device", default="cpu", help="device of the TVNet rows (OpenCV runs on the CPU)")
+    ap.add_argument("--opencv-pairs", type=int, default=4, help="pairs timed for the OpenCV rows (slow)")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--skip-memory", action="store_true")
     ap.add_argument("--json", type=Path)
@@ -113,39 +122,46 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     a, b = load_pairs(args.video, args.pairs)
 
+    dev, fast = args.device, "CPU kernel" if args.device == "cpu" else "fused"
+    on = "" if dev == "cpu" else f" on {dev}"
     rows = {
         "OpenCV DualTVL1 default": opencv_runner("default"),
         "OpenCV DualTVL1 5-5-50": opencv_runner("5-5-50"),
-        "TVNet-50 eager, batch 1": tvnet_runner("tvnet-50", False, 1),
-        f"TVNet-50 eager, batch {args.batch}": tvnet_runner("tvnet-50", False, args.batch),
-        "TVNet-50 CPU kernel, batch 1": tvnet_runner("tvnet-50", True, 1),
-        f"TVNet-50 CPU kernel, batch {args.batch}": tvnet_runner("tvnet-50", True, args.batch),
-        "TVNet-5-5-50 eager, batch 1": tvnet_runner("tvl1", False, 1),
-        "TVNet-5-5-50 CPU kernel, batch 1": tvnet_runner("tvl1", True, 1),
-        f"TVNet-5-5-50 CPU kernel, batch {args.batch}": tvnet_runner("tvl1", True, args.batch),
+        f"TVNet-50 eager, batch 1{on}": tvnet_runner("tvnet-50", False, 1, dev),
+        f"TVNet-50 eager, batch {args.batch}{on}": tvnet_runner("tvnet-50", False, args.batch, dev),
+        f"TVNet-50 {fast}, batch 1{on}": tvnet_runner("tvnet-50", True, 1, dev),
+        f"TVNet-50 {fast}, batch {args.batch}{on}": tvnet_runner("tvnet-50", True, args.batch, dev),
+        f"TVNet-5-5-50 eager, batch 1{on}": tvnet_runner("tvl1", False, 1, dev),
+        f"TVNet-5-5-50 {fast}, batch 1{on}": tvnet_runner("tvl1", True, 1, dev),
+        f"TVNet-5-5-50 {fast}, batch {args.batch}{on}": tvnet_runner("tvl1", True, args.batch, dev),
     }
-    for run in rows.values():  # warm-up (and compile) outside the timing
+    n_cv = min(args.opencv_pairs, len(a))
+    for name, run in rows.items():  # warm-up (and compile) outside the timing
         run(a[:2], b[:2])
-        run(a[: args.batch], b[: args.batch])
+        if not name.startswith("OpenCV"):
+            run(a, b)
     times = {k: [] for k in rows}
     cpu = {k: [] for k in rows}  # process CPU time: robust to other load on a shared machine
     for _ in range(args.repeats):
         for name, run in rows.items():
+            n = n_cv if name.startswith("OpenCV") else len(a)
             t, c = time.perf_counter(), time.process_time()
-            run(a, b)
-            times[name].append((time.perf_counter() - t) / len(a) * 1000)
-            cpu[name].append((time.process_time() - c) / len(a) * 1000)
+            run(a[:n], b[:n])
+            times[name].append((time.perf_counter() - t) / n * 1000)
+            cpu[name].append((time.process_time() - c) / n * 1000)
     base = float(np.median(times["OpenCV DualTVL1 default"]))
     cbase = float(np.median(cpu["OpenCV DualTVL1 default"]))
     result = {"machine": f"{platform.machine()} {platform.processor() or ''}".strip(),
               "threads": args.threads, "torch": torch.__version__, "pairs": len(a),
               "size": "340x256", "rows": {}}
-    print(f"{'':40s} {'wall ms/pair':>12s} {'x OpenCV default':>17s} {'CPU ms/pair':>12s} {'x (CPU)':>8s}")
+    print(f"{'':48s} {'wall ms/pair':>12s} {'pairs/s':>9s} {'x OpenCV default':>17s} {'CPU ms/pair':>12s} "
+          f"{'x (CPU)':>8s}")
     for name, ts in times.items():
         ms, cms = float(np.median(ts)), float(np.median(cpu[name]))
-        result["rows"][name] = {"ms_per_pair": round(ms, 2), "speedup_vs_opencv_default": round(base / ms, 2),
+        result["rows"][name] = {"ms_per_pair": round(ms, 3), "pairs_per_s": round(1000 / ms, 1),
+                                "speedup_vs_opencv_default": round(base / ms, 2),
                                 "cpu_ms_per_pair": round(cms, 2), "cpu_speedup": round(cbase / cms, 2)}
-        print(f"{name:40s} {ms:12.1f} {base / ms:16.1f}x {cms:12.1f} {cbase / cms:7.1f}x")
+        print(f"{name:48s} {ms:12.2f} {1000 / ms:9.1f} {base / ms:16.1f}x {cms:12.1f} {cbase / cms:7.1f}x")
     result["startup_to_first_fused_flow_s"] = round(startup_seconds(), 1)
     print(f"start-up to first fused flow (kernel cached): {result['startup_to_first_fused_flow_s']} s")
     with tempfile.TemporaryDirectory() as empty:
