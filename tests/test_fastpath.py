@@ -112,3 +112,21 @@ def test_early_stop_on_the_fast_path_matches_eager(data_dir):
     reference = model.predict(f0, f1)
     model.fused = True
     assert (model.predict(f0, f1) - reference).abs().mean().item() < 1e-3
+
+
+def test_cpu_kernel_in_a_forked_child():
+    """A forked process (data-loader workers) gets its own thread pool, not its parent's
+    dead one: this would hang otherwise."""
+    import multiprocessing as mp
+
+    state = _solver_state(3, 20, 24, seed=2)
+    parent = native.iterate(*state, TAPS, CONSTS, 5)  # creates the parent's pool
+    with mp.get_context("fork").Pool(1) as pool:
+        child = pool.apply_async(_iterate_in_child, (state,)).get(timeout=60)
+    for a, b in zip(parent, child):
+        assert torch.equal(a, b)
+
+
+def _iterate_in_child(state):
+    torch.set_num_threads(2)
+    return native.iterate(*state, TAPS, CONSTS, 5)

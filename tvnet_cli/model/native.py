@@ -27,7 +27,7 @@ SOURCE = Path(__file__).with_name("tvl1_cpu.c")
 FLAGS = ["-O3", "-march=native", "-fno-math-errno", "-fPIC", "-shared", "-std=c99"]
 GROUP = 8  # iterations per sweep: rows in flight x 16 planes stay in L2 at video widths
 _LIB: list = []  # [CDLL or None] once tried
-_POOL: list[ThreadPoolExecutor] = []
+_POOL: dict[tuple[int, int], ThreadPoolExecutor] = {}  # (pid, threads) -> pool
 
 
 def _cpu_flags() -> str:
@@ -77,11 +77,14 @@ def library() -> ctypes.CDLL | None:
 
 
 def _pool(threads: int) -> ThreadPoolExecutor:
-    if not _POOL or _POOL[0]._max_workers != threads:
-        if _POOL:
-            _POOL.pop().shutdown()
-        _POOL.append(ThreadPoolExecutor(threads, thread_name_prefix="tvnet-tvl1"))
-    return _POOL[0]
+    """One pool per process and size (a forked child, e.g. a data-loader worker, has none of
+    its parent's threads, so it must not reuse the parent's pool)."""
+    key = (os.getpid(), threads)
+    if key not in _POOL:
+        for old in [k for k in _POOL if k[0] == key[0]]:
+            _POOL.pop(old).shutdown()
+        _POOL[key] = ThreadPoolExecutor(threads, thread_name_prefix="tvnet-tvl1")
+    return _POOL[key]
 
 
 def _bands(batch: int, h: int, threads: int) -> int:
