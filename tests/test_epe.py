@@ -158,6 +158,27 @@ def test_chairs_layout_and_opencv_compare(data_dir: Path, tmp_path: Path) -> Non
     assert abs(ocv["epe"] - res["rows"][0]["epe"]) < 0.25 * ocv["epe"]
 
 
+def test_evaluate_dataset_restores_thread_count(data_dir: Path, tmp_path: Path) -> None:
+    """`evaluate_dataset` runs with `threads` and leaves torch's setting as it found it."""
+    import torch
+
+    from tvnet_cli.evaluate import EpeConfig, evaluate_dataset
+
+    f0, f1, gt = real_pair(data_dir, "chairs")
+    root = tmp_path / "chairs"
+    root.mkdir()
+    Image.fromarray(f0[::4, ::4]).save(root / "00001_img1.ppm")
+    Image.fromarray(f1[::4, ::4]).save(root / "00001_img2.ppm")
+    write_flo(root / "00001_flow.flo", gt[::4, ::4] / 4)
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(3)
+        res = evaluate_dataset(EpeConfig(data=str(root), threads=1))
+        assert torch.get_num_threads() == 3 and res["rows"][0]["valid"] == 32 * 40
+    finally:
+        torch.set_num_threads(before)
+
+
 # -- clear errors ----------------------------------------------------------------------------
 def run_fail(*args: str) -> str:
     res = CliRunner().invoke(main, list(args))

@@ -1,5 +1,6 @@
-"""Training TVNet on flow: paper Table 1 behaviour on real pairs, resume, unsupervised video
-training, the saved file, the loss curve, and the shipped weights on held-out pairs."""
+"""Training TVNet on flow: paper Table 1 behaviour on real pairs (training pairs and pairs it
+never saw), validation-based model selection, trainable TV-L1 scalars, flip/transpose
+augmentation, resume, unsupervised video training, the saved file and the loss curve."""
 
 from __future__ import annotations
 
@@ -14,8 +15,10 @@ from PIL import Image
 
 from tvnet_cli.cli import main
 from tvnet_cli.errors import TVNetError
-from tvnet_cli.model import TVNet
-from tvnet_cli.train_flow import TrainFlowConfig, checkpoint_path, train_flow
+from tvnet_cli.evaluate import pair_tensors
+from tvnet_cli.io.datasets import find_pairs, load_pair
+from tvnet_cli.model import TVNet, ops
+from tvnet_cli.train_flow import TrainFlowConfig, _crop_flip, checkpoint_path, train_flow
 
 
 def test_training_halves_epe_on_training_pair(data_dir: Path, tmp_path: Path) -> None:
@@ -37,6 +40,74 @@ def test_training_halves_epe_on_training_pair(data_dir: Path, tmp_path: Path) ->
     assert model.meta["epe_after"]["train"]["epe"] == pytest.approx(after)
     png = Image.open(res.loss_png)
     assert png.size == (640, 360) and len(res.losses) == 80
+
+
+def test_memorising_u0_hurts_unseen_pairs_and_keep_best_guards_them(data_dir: Path, tmp_path: Path) -> None:
+    """The other half of Table 1 on our data: u0 (a per-position initial flow) learns the training
+    pair's motion, so on a pair it never saw the trained model gets worse; with a validation
+    pair, `keep_best` saves the parameters with the lowest validation EPE instead of the last."""
+    chairs = str(data_dir / "chairs")
+    cfg = TrainFlowConfig(data=chairs, pairs=("0000000",), scale=0.2, train="all", lr=0.05, u0_lr=0.4,
+                          steps=30, checkpoint_every=1000, val_data=(chairs,), val_pairs=("0000002",), val_every=10)
+    best = train_flow(cfg, tmp_path / "best.pt")
+    # the loss is the training pair's EPE at each step: it falls ...
+    assert np.mean(best.losses[-5:]) < 0.8 * best.before["train"]["epe"]
+    # ... while the last parameters are worse than untrained on the pair the model never trained on
+    curve = dict(best.val_curve)
+    assert sorted(curve) == [10, 20, 30] and curve[30] > 1.05 * best.before["val"]["epe"]
+    lowest = min([best.before["val"]["epe"], *curve.values()])
+    assert best.after["val"]["epe"] == pytest.approx(lowest, rel=1e-6)
+    assert best.after["val"]["epe"] <= best.before["val"]["epe"]  # not worse than untrained
+    saved = TVNet.from_file(tmp_path / "best.pt")
+    assert saved.meta["best_step"] == best.best_step and saved.meta["epe_after"]["val"]["epe"] == pytest.approx(lowest)
+
+
+def test_trainable_scalars_move_fold_into_config_and_reload(data_dir: Path, tmp_path: Path) -> None:
+    """`--train scalars` trains only tau/lambda/theta (log-multipliers); the file stores them as the
+    config's values, reloads to the same flow, and old weights files still load."""
+    model = TVNet.from_preset("tvnet-50")
+    model.set_trainable("scalars")
+    assert {n for n, p in model.named_parameters() if p.requires_grad} == {
+        "log_scalars.tau", "log_scalars.lam", "log_scalars.theta"}
+    assert model.solver_scalars() == (0.25, 0.15, 0.3)  # untrained: exactly the config's floats
+    cfg = TrainFlowConfig(data=str(data_dir / "chairs"), pairs=("0000001",), scale=0.2, train="scalars",
+                          lr=0.05, steps=12, checkpoint_every=1000)
+    res = train_flow(cfg, tmp_path / "s.pt")
+    assert res.after["train"]["epe"] < res.before["train"]["epe"]
+    trained = TVNet.from_file(tmp_path / "s.pt")
+    c = trained.config
+    assert all(abs(getattr(c, k) / v - 1) > 1e-3 for k, v in (("tau", 0.25), ("lam", 0.15), ("theta", 0.3)))
+    assert torch.equal(trained.u0, torch.zeros_like(trained.u0))  # nothing else trained
+    torch.testing.assert_close(trained.centred_taps, TVNet().centred_taps)
+    d = load_pair(find_pairs(data_dir / "chairs", require_gt=True)[1][1])
+    f0, f1, gt, valid = pair_tensors(d, 0.2)
+    epe = float(((trained.predict(f0, f1) - gt).norm(dim=1) * valid[:, 0]).sum() / valid.sum())
+    assert epe == pytest.approx(res.after["train"]["epe"], rel=1e-5)
+    assert TVNet.from_file(tmp_path / "s.pt", theta=0.3).config.theta == 0.3  # overrides still apply
+    TVNet.from_preset("tvnet-50-trained")  # a weights file written before scalars trained
+    with pytest.raises(TVNetError, match="scalars"):
+        model.set_trainable("filters+lambda")
+
+
+def test_flip_and_transpose_keep_ground_truth_consistent(data_dir: Path) -> None:
+    """Each of the 8 flips/transposes moves frames and flow together: warping the transformed
+    frame 1 by the transformed flow matches the transformed frame 0 exactly as well as before."""
+    d = load_pair(find_pairs(data_dir / "chairs", require_gt=True)[1][1])
+    f0, f1, gt, valid = pair_tensors(d, 0.25)
+
+    def photo_error(a: torch.Tensor, b: torch.Tensor, flow: torch.Tensor) -> float:
+        return float((ops.warp(b, flow) - a).abs().mean())
+
+    ref = photo_error(f0, f1, gt)
+    assert ref < 0.6 * photo_error(f0, f1, torch.zeros_like(gt))  # the flow explains the motion
+    cfg = TrainFlowConfig(data="x", flip=True, transpose=True)
+    gen = torch.Generator().manual_seed(0)
+    seen = set()
+    for _ in range(60):
+        a, b, g, v = _crop_flip([f0, f1, gt, valid], cfg, gen, 2)
+        seen.add((tuple(a.shape), a[0, 0, 0, 0].item(), a[0, 0, -1, 0].item(), a[0, 0, 0, -1].item()))
+        assert photo_error(a, b, g) == pytest.approx(ref, rel=1e-4)
+    assert len(seen) == 8
 
 
 def test_resume_equals_uninterrupted(data_dir: Path, tmp_path: Path) -> None:
@@ -76,7 +147,7 @@ def test_unsupervised_on_video_cli(data_dir: Path, tmp_path: Path) -> None:
     res = CliRunner().invoke(main, [
         "train", "--unsupervised", str(data_dir / "videos/test.avi"), "--out", str(out), "--train", "u0",
         "--lr", "0.05", "--steps", "6", "--video-frames", "4", "--video-size", "48x64", "--val", str(val),
-        "--val-every", "3", "--smooth-sigma", "0.8"])
+        "--val-every", "3", "--smooth-sigma", "0.8", "--keep-last"])
     assert res.exit_code == 0, res.output
     model = TVNet.from_file(out)
     assert model.meta["train_config"]["unsupervised"] and model.meta["epe_after"]["val"]["epe"] > 0

@@ -3,12 +3,10 @@
 EPE (paper Eq. 14): mean over valid pixels of |flow - gt|. AAE: Middlebury angular error,
 the angle between (u, v, 1) and (u_gt, v_gt, 1), in degrees. Outliers: EPE > 3 px, and the
 KITTI Fl rule, EPE > 3 px and > 5 % of |gt|. Pixels whose ground truth is unknown are masked.
+Running a model over a dataset is `evaluate.py`.
 """
 
 from __future__ import annotations
-
-from collections.abc import Callable
-from dataclasses import dataclass
 
 import numpy as np
 
@@ -55,93 +53,4 @@ def mean_errors(rows: list[dict[str, float]]) -> dict[str, float]:
     out: dict[str, float] = {k: float(np.mean([r[k] for r in ok])) if ok else float("nan") for k in keys}
     out["valid"] = int(sum(r["valid"] for r in rows))
     out["pixels"] = int(sum(r["pixels"] for r in rows))
-    return out
-
-
-# -- evaluating a model on a dataset (the one non-pure part: it runs the model) ----------------
-@dataclass(frozen=True)
-class EpeConfig:
-    """What `tvnet epe` evaluates: a dataset folder, its layout and the model to run."""
-
-    data: str
-    layout: str | None = None  # None = detect
-    model: str = "tvnet-50"  # preset name or weights file (.pt)
-    sintel_pass: str = "clean"
-    kitti_gt: str = "flow_occ"
-    save_flow: str | None = None  # folder for the predicted .flo files
-    compare_opencv: bool = False
-    threads: int = 2
-
-
-def _opencv_flow(cfg_model, f0: np.ndarray, f1: np.ndarray) -> np.ndarray:
-    """OpenCV DualTVL1 with the model's tau/lambda/theta/scales/warps/iterations -> `(H, W, 2)`."""
-    try:
-        import cv2
-
-        make = cv2.optflow.DualTVL1OpticalFlow_create
-    except (ImportError, AttributeError):
-        raise TVNetError("--compare opencv needs OpenCV with the contrib modules: "
-                         "pip install opencv-contrib-python-headless") from None
-    tvl1 = make(tau=cfg_model.tau, lambda_=cfg_model.lam, theta=cfg_model.theta,
-                nscales=cfg_model.scales, warps=cfg_model.warps, epsilon=0.0,
-                innnerIterations=cfg_model.iters, outerIterations=1,
-                scaleStep=cfg_model.zfactor, gamma=0.0, medianFiltering=1)
-    g0, g1 = (cv2.cvtColor(np.ascontiguousarray(f), cv2.COLOR_RGB2GRAY) for f in (f0, f1))
-    return tvl1.calc(g0, g1, None)
-
-
-def load_model(spec: str):
-    """A TVNet from a preset name or a weights file path."""
-    from pathlib import Path
-
-    from .model import TVNet
-
-    p = Path(spec)
-    if p.suffix == ".pt" or p.is_file():
-        return TVNet.from_file(p)
-    return TVNet.from_preset(spec)
-
-
-def evaluate_dataset(cfg: EpeConfig, progress: Callable[[int, int, str], None] | None = None) -> dict:
-    """EPE/AAE/outliers of a model (and optionally OpenCV TV-L1) on every ground-truth pair.
-
-    Returns {"layout", "model", "config", "rows": [{"name", metrics...}], "mean": {...},
-    "skipped": [names without ground truth], and with OpenCV "opencv_rows", "opencv_mean"}.
-    """
-    from pathlib import Path
-
-    import torch
-
-    from .io.datasets import find_pairs, load_pair
-    from .io.flowio import write_flo
-
-    torch.set_num_threads(max(1, cfg.threads))
-    model = load_model(cfg.model)
-    layout, pairs = find_pairs(cfg.data, cfg.layout, sintel_pass=cfg.sintel_pass, kitti_gt=cfg.kitti_gt)
-    skipped = [p.name for p in pairs if p.gt is None]
-    pairs = [p for p in pairs if p.gt is not None]
-    if not pairs:
-        raise TVNetError(f"{cfg.data}: no pair has ground-truth flow ({layout} layout)")
-    rows, cv_rows = [], []
-    for i, pair in enumerate(pairs):
-        if progress:
-            progress(i, len(pairs), pair.name)
-        d = load_pair(pair)
-        t0, t1 = (torch.from_numpy(np.array(f, copy=True)).permute(2, 0, 1)[None] for f in (d.frame0, d.frame1))
-        flow = model.predict(t0, t1)[0].permute(1, 2, 0).numpy()  # (H, W, 2)
-        rows.append({"name": pair.name, **flow_errors(flow, d.gt, d.valid)})
-        if cfg.save_flow:
-            path = Path(cfg.save_flow) / f"{pair.name}.flo"
-            path.parent.mkdir(parents=True, exist_ok=True)
-            write_flo(path, flow)
-        if cfg.compare_opencv:
-            cv_rows.append({"name": pair.name, **flow_errors(_opencv_flow(model.config, d.frame0, d.frame1),
-                                                             d.gt, d.valid)})
-    if progress:
-        progress(len(pairs), len(pairs), "")
-    out = {"layout": layout, "data": str(cfg.data), "model": cfg.model, "config": model.config.to_dict(),
-           "rows": rows, "mean": mean_errors(rows), "skipped": skipped}
-    if cfg.compare_opencv:
-        out["opencv_rows"] = cv_rows
-        out["opencv_mean"] = mean_errors(cv_rows)
     return out

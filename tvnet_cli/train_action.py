@@ -160,7 +160,7 @@ def build_model(config: ActionTrainConfig, num_classes: int) -> ActionModel:
     model = ActionModel(tvnet, num_classes, config.length, config.modality, cls_cfg, config.flow_bound,
                         config.checkpoint_pairs)
     frozen = config.freeze_tvnet or config.modality == "rgb"
-    tvnet.set_trainable("none" if frozen else "all")
+    tvnet.set_trainable("none" if frozen else "filters+u0")  # the paper's trainable parts (Sec. 4.2)
     return model
 
 

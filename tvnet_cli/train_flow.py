@@ -4,10 +4,13 @@ unsupervised (the exact TV-L1 energy on unlabelled video, no ground truth needed
 `train_flow(cfg, out, progress=...)` is the one library entry point (the CLI wraps it). It
 writes a weights file (`TVNet.save`) whose meta records the config, data, steps and the EPE
 before/after, a resumable checkpoint `<out>.ckpt` and a loss-curve PNG `<out stem>.loss.png`.
+With validation data and `keep_best`, the file holds the parameters of the validation check
+(the untrained start included) with the lowest validation EPE.
 """
 
 from __future__ import annotations
 
+import copy
 import json
 import math
 import time
@@ -21,12 +24,13 @@ import torch
 from .checkpoint import load_dict, save_atomic
 from .config import ConfigMixin
 from .errors import TVNetError
-from .io.datasets import FlowPair, PairData, find_pairs, load_pair
-from .metrics import flow_errors, mean_errors
+from .evaluate import evaluate_pairs, frame_tensor, pair_tensors
+from .io.datasets import FlowPair, find_pairs, load_pair
 from .model import TVNet, tvl1_energy
+from .model.tvnet import TRAINABLE_PARTS
 
 CKPT_VERSION = 1
-TRAINABLE = ("all", "filters", "u0")
+TRAINABLE = ("all", *TRAINABLE_PARTS)  # or parts joined by "+", e.g. "filters+scalars"
 OPTIMIZERS = ("adam", "sgd")
 
 
@@ -43,31 +47,39 @@ class TrainFlowConfig(ConfigMixin):
     init: str = "tvnet-50"  # preset name or weights file to start from
     smooth_sigma: float | None = None  # override the model's pre-smoothing (None = keep)
     theta: float | None = None  # override the model's TV-L1 coupling theta (None = keep)
-    train: str = "all"  # all | filters | u0
+    train: str = "all"  # all (= filters+u0+scalars) | filters | u0 | scalars, or parts joined by "+"
     optimizer: str = "adam"  # adam | sgd (momentum 0.9)
     lr: float = 0.05
     u0_lr: float | None = None  # learning rate of u0 (pixels) if different from lr (filters)
+    scalar_lr: float | None = None  # learning rate of the log tau/lambda/theta multipliers (None = lr)
+    u0_decay: float = 0.0  # penalty weight on u0's mean square (px^2): keeps the initial flow small
+    u0_smooth: float = 0.0  # penalty weight on the mean square difference of neighbouring u0 cells
     steps: int = 3000
     batch: int = 1
     crop: tuple[int, int] | None = None  # (h, w) random crop; None = whole pairs
     flip: bool = False  # random horizontal/vertical flips (flow signs follow)
+    transpose: bool = False  # random transposes (u and v swap); with flip: all 90-degree rotations
     scale: float = 1.0  # resize training and validation pairs (flow too) before cropping, for speed
     unsupervised: bool = False  # TV-L1 energy on video frame pairs instead of EPE
     video_frames: int = 64  # frames read per video (unsupervised)
     video_size: tuple[int, int] | None = None  # (h, w) decode size for videos
     val_every: int = 100
+    keep_best: bool = True  # with validation data: save the parameters with the lowest validation EPE
     eval_limit: int = 50  # before/after/validation EPE on at most this many pairs (evenly spaced)
     checkpoint_every: int = 100
     seed: int = 0
     threads: int = 2  # torch CPU threads
 
     def __post_init__(self) -> None:
-        if self.train not in TRAINABLE:
-            raise TVNetError(f"--train must be one of {', '.join(TRAINABLE)}, not {self.train!r}")
+        if self.train != "all" and not set(self.train.split("+")) <= set(TRAINABLE_PARTS):
+            raise TVNetError(f"--train must be one of {', '.join(TRAINABLE)} or parts joined by '+', "
+                             f"not {self.train!r}")
         if self.optimizer not in OPTIMIZERS:
             raise TVNetError(f"optimizer must be one of {', '.join(OPTIMIZERS)}, not {self.optimizer!r}")
-        if self.steps < 0 or self.batch < 1 or self.lr <= 0 or self.scale <= 0 or (self.u0_lr or 1) <= 0:
-            raise TVNetError("steps >= 0, batch >= 1, lr > 0, u0_lr > 0 and scale > 0 are required")
+        if (self.steps < 0 or self.batch < 1 or self.lr <= 0 or self.scale <= 0 or (self.u0_lr or 1) <= 0
+                or (self.scalar_lr or 1) <= 0 or self.u0_decay < 0 or self.u0_smooth < 0):
+            raise TVNetError("steps >= 0, batch >= 1, lr > 0, u0_lr > 0, scalar_lr > 0, scale > 0 and "
+                             "u0_decay, u0_smooth >= 0 are required")
         if isinstance(self.val_data, str):
             object.__setattr__(self, "val_data", (self.val_data,))
         for name in ("pairs", "val_pairs", "val_data"):
@@ -87,6 +99,7 @@ class TrainResult:
     steps: int
     losses: list[float] = field(default_factory=list)
     val_curve: list[tuple[int, float]] = field(default_factory=list)
+    best_step: int | None = None  # the step whose parameters were saved (keep_best), else None
     before: dict = field(default_factory=dict)  # {"train": {...}, "val": {...}} EPE before training
     after: dict = field(default_factory=dict)
 
@@ -96,11 +109,6 @@ ProgressFn = Callable[[int, int, float, float | None], None]
 
 
 # -- data ----------------------------------------------------------------------------------
-def to_tensor(img: np.ndarray) -> torch.Tensor:
-    """`(H, W, 3)` uint8 -> float `(1, 3, H, W)`."""
-    return torch.from_numpy(np.array(img, copy=True)).permute(2, 0, 1)[None].float()
-
-
 def load_gt_pairs(root: str, layout: str | None, names: tuple[str, ...]) -> list[FlowPair]:
     """The pairs of a dataset that have ground truth, optionally only those named.
 
@@ -124,22 +132,6 @@ def spread(items: list, limit: int) -> list:
     return [items[round(i * (len(items) - 1) / (limit - 1))] for i in range(limit)] if limit > 1 else items[:1]
 
 
-def _rescale(d: PairData, scale: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Pair -> tensors (f0, f1 `(1, 3, h, w)`, gt `(1, 2, h, w)`, valid `(1, 1, h, w)`) at `scale`."""
-    f0, f1 = to_tensor(d.frame0), to_tensor(d.frame1)
-    gt = torch.from_numpy(d.gt).permute(2, 0, 1)[None]
-    valid = torch.from_numpy(d.valid)[None, None].float()
-    if scale != 1.0:
-        h, w = (max(8, round(s * scale)) for s in f0.shape[-2:])
-        f0 = torch.nn.functional.interpolate(f0, (h, w), mode="area")
-        f1 = torch.nn.functional.interpolate(f1, (h, w), mode="area")
-        gt = torch.nn.functional.interpolate(gt * valid, (h, w), mode="area")
-        cover = torch.nn.functional.interpolate(valid, (h, w), mode="area")
-        gt = gt / cover.clamp_min(1e-6) * scale
-        valid = (cover > 0.999).float()
-    return f0, f1, gt, valid
-
-
 def _video_pairs(cfg: TrainFlowConfig) -> list[tuple[torch.Tensor, torch.Tensor]]:
     """Consecutive frame pairs `(1, 3, H, W)` x 2 from every video under `cfg.data`."""
     from .io.video import read_frames
@@ -156,7 +148,7 @@ def _video_pairs(cfg: TrainFlowConfig) -> list[tuple[torch.Tensor, torch.Tensor]
     out = []
     for v in videos:
         frames = read_frames(v, size=cfg.video_size, max_frames=cfg.video_frames)  # (T, H, W, 3)
-        out += [(to_tensor(a), to_tensor(b)) for a, b in zip(frames, frames[1:])]
+        out += [(frame_tensor(a), frame_tensor(b)) for a, b in zip(frames, frames[1:])]
     if not out:
         raise TVNetError(f"{root}: videos have fewer than 2 frames")
     return out
@@ -164,7 +156,8 @@ def _video_pairs(cfg: TrainFlowConfig) -> list[tuple[torch.Tensor, torch.Tensor]
 
 def _crop_flip(tensors: list[torch.Tensor], cfg: TrainFlowConfig, gen: torch.Generator,
                flow_idx: int | None) -> list[torch.Tensor]:
-    """Same random crop / flips for all tensors `(1, C, H, W)`; the flow (index) changes sign."""
+    """Same random crop / flips / transpose for all tensors `(1, C, H, W)`; the flow (index)
+    changes sign with a flip and swaps u and v with a transpose."""
     h, w = tensors[0].shape[-2:]
     if cfg.crop is not None:
         ch, cw = min(cfg.crop[0], h), min(cfg.crop[1], w)
@@ -179,24 +172,26 @@ def _crop_flip(tensors: list[torch.Tensor], cfg: TrainFlowConfig, gen: torch.Gen
                     f = tensors[flow_idx].clone()
                     f[:, ch] = -f[:, ch]
                     tensors[flow_idx] = f
+    if cfg.transpose and float(torch.rand(1, generator=gen)) < 0.5:
+        tensors = [t.transpose(2, 3) for t in tensors]
+        if flow_idx is not None:
+            tensors[flow_idx] = tensors[flow_idx].flip(1)  # (u, v) -> (v, u)
     return tensors
 
 
-# -- evaluation ------------------------------------------------------------------------------
-def evaluate(model: TVNet, pairs: list[FlowPair | PairData], scale: float = 1.0) -> dict:
-    """Mean metrics (per pair, then averaged) of `model.predict` on whole pairs at `scale`.
+def evaluate(model: TVNet, pairs: list, scale: float = 1.0) -> dict:
+    """`evaluate.evaluate_pairs` (mean metrics plus "per_pair") under no_grad."""
+    with torch.no_grad():
+        return evaluate_pairs(model, pairs, scale)
 
-    Returns `mean_errors` output plus "per_pair": {name: metrics}.
-    """
-    rows = {}
-    for p in pairs:
-        d = load_pair(p) if isinstance(p, FlowPair) else p
-        f0, f1, gt, valid = _rescale(d, scale)
-        flow = model.predict(f0, f1)[0].permute(1, 2, 0).numpy()  # (h, w, 2)
-        rows[d.name] = flow_errors(flow, gt[0].permute(1, 2, 0).numpy(), valid[0, 0].numpy() > 0)
-    out = mean_errors(list(rows.values()))
-    out["per_pair"] = rows
-    return out
+
+def u0_penalty(model: TVNet, cfg: TrainFlowConfig) -> torch.Tensor | float:
+    """u0_decay * mean(u0^2) + u0_smooth * mean squared difference of neighbouring u0 cells."""
+    if not model.u0.requires_grad or (cfg.u0_decay == 0 and cfg.u0_smooth == 0):
+        return 0.0
+    u0 = model.u0  # (1, 2, gh, gw), pixels
+    smooth = (u0.diff(dim=2).pow(2).mean() + u0.diff(dim=3).pow(2).mean()) / 2
+    return cfg.u0_decay * u0.pow(2).mean() + cfg.u0_smooth * smooth
 
 
 # -- training ----------------------------------------------------------------------------------
@@ -210,7 +205,8 @@ def _make_model(cfg: TrainFlowConfig) -> TVNet:
 
 def _make_optimizer(cfg: TrainFlowConfig, model: TVNet) -> torch.optim.Optimizer:
     groups = [{"params": [p for p in model.filter_parameters() if p.requires_grad], "lr": cfg.lr},
-              {"params": [model.u0] if model.u0.requires_grad else [], "lr": cfg.u0_lr or cfg.lr}]
+              {"params": [model.u0] if model.u0.requires_grad else [], "lr": cfg.u0_lr or cfg.lr},
+              {"params": [p for p in model.scalar_parameters() if p.requires_grad], "lr": cfg.scalar_lr or cfg.lr}]
     groups = [g for g in groups if g["params"]]
     if cfg.optimizer == "adam":
         return torch.optim.Adam(groups, lr=cfg.lr)
@@ -221,13 +217,34 @@ def checkpoint_path(out: Path) -> Path:
     return out.with_name(out.name + ".ckpt")
 
 
+@dataclass
+class _Best:
+    """The lowest validation EPE so far, its step and a copy of the parameters then."""
+
+    step: int
+    epe: float
+    state: dict
+
+    def update(self, step: int, epe: float, model: TVNet) -> None:
+        if epe < self.epe:
+            self.step, self.epe, self.state = step, epe, copy.deepcopy(model.state_dict())
+
+
 def _save_checkpoint(path: Path, cfg: TrainFlowConfig, model: TVNet, opt: torch.optim.Optimizer,
-                     step: int, losses: list[float], val_curve: list, before: dict, gen: torch.Generator) -> None:
+                     step: int, losses: list[float], val_curve: list, before: dict, gen: torch.Generator,
+                     best: _Best | None) -> None:
     state = {"version": CKPT_VERSION, "train_config": json.dumps(cfg.to_dict()), "step": step,
              "model": model.state_dict(), "model_config": model.config.to_dict(),
              "optimizer": opt.state_dict(), "losses": losses, "val_curve": val_curve,
              "before": json.dumps(before), "rng": gen.get_state()}
+    if best is not None:
+        state.update(best_step=best.step, best_epe=best.epe, best_model=best.state)
     save_atomic(state, path)
+
+
+def _with_scalars(model: TVNet, sd: dict) -> dict:
+    """A saved state_dict, with untrained TV-L1 scalars added if it predates them."""
+    return {**{k: v for k, v in model.state_dict().items() if k.startswith("log_scalars.")}, **sd}
 
 
 def _load_checkpoint(path: Path, cfg: TrainFlowConfig) -> dict:
@@ -262,7 +279,7 @@ def train_flow(cfg: TrainFlowConfig, out: str | Path, *, resume: bool = False,
     else:
         train_pairs = load_gt_pairs(cfg.data, cfg.layout, cfg.pairs)
         # small datasets stay decoded in memory; large ones are read pair by pair each step
-        train_items = [_rescale(load_pair(p), cfg.scale) for p in train_pairs] if len(train_pairs) <= 16 else None
+        train_items = [pair_tensors(load_pair(p), cfg.scale) for p in train_pairs] if len(train_pairs) <= 16 else None
     val_gt = [d for root in cfg.val_data for d in load_gt_pairs(root, cfg.val_layout, ())]
     if cfg.val_pairs:
         val_gt = [d for d in val_gt if d.name in cfg.val_pairs]
@@ -275,15 +292,17 @@ def train_flow(cfg: TrainFlowConfig, out: str | Path, *, resume: bool = False,
     ckpt = checkpoint_path(out)
     if resume:
         state = _load_checkpoint(ckpt, cfg)
-        model.load_state_dict(state["model"], strict=True)
+        model.load_state_dict(_with_scalars(model, state["model"]), strict=True)
         opt.load_state_dict(state["optimizer"])
         gen.set_state(state["rng"])
         start, losses, val_curve = state["step"], list(state["losses"]), [tuple(v) for v in state["val_curve"]]
         before = json.loads(state["before"])
+        best = (_Best(state["best_step"], state["best_epe"], _with_scalars(model, state["best_model"]))
+                if "best_model" in state else None)
     else:
-        with torch.no_grad():
-            before = {"train": evaluate(model, train_gt, cfg.scale) if train_gt else None,
-                      "val": evaluate(model, val_gt, cfg.scale) if val_gt else None}
+        before = {"train": evaluate(model, train_gt, cfg.scale) if train_gt else None,
+                  "val": evaluate(model, val_gt, cfg.scale) if val_gt else None}
+        best = _Best(0, before["val"]["epe"], copy.deepcopy(model.state_dict())) if val_gt and cfg.keep_best else None
 
     last_val = val_curve[-1][1] if val_curve else None
     t0 = time.time()
@@ -297,11 +316,12 @@ def train_flow(cfg: TrainFlowConfig, out: str | Path, *, resume: bool = False,
                 flow = model(f0, f1)  # (1, 2, h, w)
                 loss = tvl1_energy(flow, *model.prepare(f0, f1), lam=model.config.lam).mean()
             else:
-                item = train_items[i] if train_items is not None else _rescale(load_pair(train_pairs[i]), cfg.scale)
+                item = train_items[i] if train_items is not None else pair_tensors(load_pair(train_pairs[i]), cfg.scale)
                 f0, f1, gt, valid = _crop_flip(list(item), cfg, gen, 2)
                 flow = model(f0, f1)
                 epe = torch.sqrt(((flow - gt) ** 2).sum(dim=1, keepdim=True) + 1e-8)  # (1, 1, h, w)
                 loss = (epe * valid).sum() / valid.sum().clamp_min(1.0)
+            loss = loss + u0_penalty(model, cfg)
             (loss / cfg.batch).backward()
             total += loss.item() / cfg.batch
         if not math.isfinite(total):
@@ -312,23 +332,29 @@ def train_flow(cfg: TrainFlowConfig, out: str | Path, *, resume: bool = False,
         if val_gt and (done % cfg.val_every == 0 or done == cfg.steps):
             last_val = evaluate(model, val_gt, cfg.scale)["epe"]
             val_curve.append((done, last_val))
+            if best is not None:
+                best.update(done, last_val, model)
         if done % cfg.checkpoint_every == 0 and done < cfg.steps:
-            _save_checkpoint(ckpt, cfg, model, opt, done, losses, val_curve, before, gen)
+            _save_checkpoint(ckpt, cfg, model, opt, done, losses, val_curve, before, gen, best)
         if progress is not None:
             progress(done, cfg.steps, total, last_val)
 
+    _save_checkpoint(ckpt, cfg, model, opt, cfg.steps, losses, val_curve, before, gen, best)  # last, not best
+    if best is not None:
+        model.load_state_dict(best.state)
     after = {"train": evaluate(model, train_gt, cfg.scale) if train_gt else None,
              "val": evaluate(model, val_gt, cfg.scale) if val_gt else None}
     meta = {"trained": True, "train_config": cfg.to_dict(), "steps": cfg.steps,
+            "best_step": best.step if best is not None else None,
             "seconds": round(time.time() - t0, 1),
             "final_loss": losses[-1] if losses else None,
             "epe_before": {k: _strip(v) for k, v in before.items()},
             "epe_after": {k: _strip(v) for k, v in after.items()}}
     model.save(out, meta=meta)
-    _save_checkpoint(ckpt, cfg, model, opt, cfg.steps, losses, val_curve, before, gen)
     png = out.with_name(out.stem + ".loss.png")
     draw_loss_curve(png, losses, val_curve, "TV-L1 energy" if cfg.unsupervised else "EPE loss")
-    return TrainResult(out, png, cfg.steps, losses, val_curve, before, after)
+    return TrainResult(out, png, cfg.steps, losses, val_curve, best.step if best is not None else None,
+                       before, after)
 
 
 def _strip(m: dict | None) -> dict | None:

@@ -64,7 +64,7 @@ def epe(dataset: Path, layout: str | None, preset: str, weights: Path | None, si
     from rich.progress import Progress
     from rich.table import Table
 
-    from ..metrics import EpeConfig, evaluate_dataset
+    from ..evaluate import EpeConfig, evaluate_dataset
 
     cfg = EpeConfig(data=str(dataset), layout=layout, model=_model_spec(preset, weights),
                     sintel_pass=sintel_pass, kitti_gt=kitti_gt,
@@ -115,20 +115,30 @@ def epe(dataset: Path, layout: str | None, preset: str, weights: Path | None, si
               help="Set the model's gaussian pre-smoothing (default: keep the preset's).")
 @click.option("--theta", type=float, default=None,
               help="Set the model's TV-L1 coupling theta (default: keep the preset's).")
-@click.option("--train", "train_part", type=click.Choice(["all", "filters", "u0"]), default="all", show_default=True,
-              help="What trains: filters, the initial flow u0, or both.")
+@click.option("--train", "train_part", default="all", show_default=True,
+              help="What trains: all, or filters, u0 (initial flow), scalars (tau, lambda, theta) "
+                   "or parts joined by '+' (e.g. filters+scalars).")
 @click.option("--optimizer", type=click.Choice(["adam", "sgd"]), default="adam", show_default=True)
 @click.option("--lr", type=float, default=0.05, show_default=True, help="Learning rate (paper: 0.05).")
 @click.option("--u0-lr", type=float, default=None, help="Learning rate of u0 (default: --lr).")
+@click.option("--scalar-lr", type=float, default=None,
+              help="Learning rate of the log tau/lambda/theta multipliers (default: --lr).")
+@click.option("--u0-decay", type=float, default=0.0, show_default=True, help="Penalty on u0's mean square.")
+@click.option("--u0-smooth", type=float, default=0.0, show_default=True,
+              help="Penalty on the squared differences of neighbouring u0 cells.")
 @click.option("--steps", type=int, default=3000, show_default=True, help="Optimiser steps (paper: 3000).")
 @click.option("--batch", type=int, default=1, show_default=True)
 @click.option("--crop", default=None, help="Random crops HxW (default: whole pairs).")
 @click.option("--flip/--no-flip", default=False, show_default=True, help="Random flips.")
+@click.option("--transpose/--no-transpose", default=False, show_default=True,
+              help="Random transposes (with --flip: all 90-degree rotations).")
 @click.option("--scale", type=float, default=1.0, show_default=True,
               help="Resize training and validation pairs (and their flow) by this factor.")
 @click.option("--video-frames", type=int, default=64, show_default=True, help="Frames read per video.")
 @click.option("--video-size", default=None, help="Decode videos at HxW.")
 @click.option("--val-every", type=int, default=100, show_default=True)
+@click.option("--keep-best/--keep-last", default=True, show_default=True,
+              help="With --val: save the parameters with the lowest validation EPE (or the last ones).")
 @click.option("--eval-limit", type=int, default=50, show_default=True,
               help="Measure EPE before/after and on validation on at most this many pairs.")
 @click.option("--checkpoint-every", type=int, default=100, show_default=True)
@@ -138,9 +148,10 @@ def epe(dataset: Path, layout: str | None, preset: str, weights: Path | None, si
 def train(dataset: Path | None, out: Path, videos: Path | None, layout: str | None, pairs: str | None,
           val_data: tuple[Path, ...], val_pairs: str | None, init: str, smooth_sigma: float | None,
           theta: float | None, train_part: str, optimizer: str, lr: float, u0_lr: float | None,
-          steps: int, batch: int, crop: str | None, flip: bool, scale: float, video_frames: int,
-          video_size: str | None, val_every: int, eval_limit: int, checkpoint_every: int, resume: bool,
-          seed: int, threads: int) -> None:
+          scalar_lr: float | None, u0_decay: float, u0_smooth: float,
+          steps: int, batch: int, crop: str | None, flip: bool, transpose: bool, scale: float, video_frames: int,
+          video_size: str | None, val_every: int, keep_best: bool, eval_limit: int, checkpoint_every: int,
+          resume: bool, seed: int, threads: int) -> None:
     """Train TVNet on ground-truth flow (EPE loss) or, with --unsupervised, on videos.
 
     Writes OUT (use it with `tvnet epe --weights` / `tvnet extract --weights`), a resumable
@@ -157,9 +168,11 @@ def train(dataset: Path | None, out: Path, videos: Path | None, layout: str | No
         data=str(videos or dataset), layout=layout, pairs=_names(pairs),
         val_data=tuple(str(v) for v in val_data), val_pairs=_names(val_pairs), init=init,
         smooth_sigma=smooth_sigma, theta=theta, train=train_part,
-        optimizer=optimizer, lr=lr, u0_lr=u0_lr, steps=steps, batch=batch, crop=_size(crop), flip=flip,
+        optimizer=optimizer, lr=lr, u0_lr=u0_lr, scalar_lr=scalar_lr, u0_decay=u0_decay, u0_smooth=u0_smooth,
+        steps=steps, batch=batch, crop=_size(crop), flip=flip, transpose=transpose,
         scale=scale, unsupervised=videos is not None, video_frames=video_frames, video_size=_size(video_size),
-        val_every=val_every, eval_limit=eval_limit, checkpoint_every=checkpoint_every, seed=seed, threads=threads)
+        val_every=val_every, keep_best=keep_best, eval_limit=eval_limit, checkpoint_every=checkpoint_every,
+        seed=seed, threads=threads)
     console = Console(stderr=True)
     cols = (TextColumn("training"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[info]}"),
             TimeRemainingColumn())
@@ -175,6 +188,8 @@ def train(dataset: Path | None, out: Path, videos: Path | None, layout: str | No
         b, a = res.before.get(split), res.after.get(split)
         if b and a:
             console.print(f"{split} EPE: {b['epe']:.3f} -> {a['epe']:.3f}")
+    if res.best_step is not None:
+        console.print(f"saved the parameters of step {res.best_step} (lowest validation EPE)")
     console.print(f"wrote {res.weights} and {res.loss_png}")
 
 

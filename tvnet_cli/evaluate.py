@@ -1,0 +1,158 @@
+"""Running a model over ground-truth pairs: the one evaluation loop of `tvnet epe` and of
+training (EPE before/after and on validation). The maths of the metrics is in `metrics.py`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .config import ConfigMixin
+from .errors import TVNetError
+from .io.datasets import FlowPair, PairData, find_pairs, load_pair
+from .metrics import flow_errors, mean_errors
+from .model import TVNet
+
+
+@dataclass(frozen=True)
+class EpeConfig(ConfigMixin):
+    """What `tvnet epe` evaluates: a dataset folder, its layout and the model to run."""
+
+    data: str
+    layout: str | None = None  # None = detect
+    model: str = "tvnet-50"  # preset name or weights file (.pt)
+    sintel_pass: str = "clean"
+    kitti_gt: str = "flow_occ"
+    save_flow: str | None = None  # folder for the predicted .flo files
+    compare_opencv: bool = False
+    threads: int = 2
+
+
+# -- frames to tensors -------------------------------------------------------------------------
+def frame_tensor(img: np.ndarray) -> torch.Tensor:
+    """`(H, W, 3)` or `(H, W)` uint8 image -> float32 `(1, C, H, W)` with values 0..255."""
+    a = np.asarray(img)
+    if a.ndim == 2:
+        a = a[..., None]
+    return torch.from_numpy(np.array(a, dtype=np.float32, copy=True)).permute(2, 0, 1)[None]
+
+
+def pair_tensors(d: PairData, scale: float = 1.0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """A pair with ground truth -> f0, f1 `(1, 3, h, w)`, gt `(1, 2, h, w)`, valid `(1, 1, h, w)`
+    (0/1), resized by `scale` (area averaging; flow values scaled, partly valid pixels dropped)."""
+    if d.gt is None:
+        raise TVNetError(f"{d.name}: no ground-truth flow")
+    f0, f1 = frame_tensor(d.frame0), frame_tensor(d.frame1)
+    gt = torch.from_numpy(np.array(d.gt, dtype=np.float32, copy=True)).permute(2, 0, 1)[None]
+    valid = torch.ones(1, 1, *gt.shape[-2:]) if d.valid is None else torch.from_numpy(d.valid)[None, None].float()
+    if scale != 1.0:
+        h, w = (max(8, round(s * scale)) for s in f0.shape[-2:])
+        f0, f1 = (F.interpolate(f, (h, w), mode="area") for f in (f0, f1))
+        gt = torch.where(valid > 0, gt, torch.zeros_like(gt))  # unknown gt may be huge or NaN
+        gt = F.interpolate(gt * valid, (h, w), mode="area")
+        cover = F.interpolate(valid, (h, w), mode="area")
+        gt = gt / cover.clamp_min(1e-6) * scale
+        valid = (cover > 0.999).float()
+    return f0, f1, gt, valid
+
+
+# -- the evaluation loop ----------------------------------------------------------------------
+@dataclass
+class Prediction:
+    """One evaluated pair: the loaded data, the predicted flow `(h, w, 2)` and its metrics."""
+
+    pair: PairData
+    flow: np.ndarray
+    metrics: dict[str, float]
+
+
+def predictions(model: TVNet, pairs: Iterable[FlowPair | PairData], scale: float = 1.0) -> Iterator[Prediction]:
+    """Run `model.predict` on each pair (at `scale`) and measure it against the ground truth."""
+    for p in pairs:
+        d = load_pair(p) if isinstance(p, FlowPair) else p
+        f0, f1, gt, valid = pair_tensors(d, scale)
+        flow = model.predict(f0, f1)[0].permute(1, 2, 0).numpy()  # (h, w, 2)
+        yield Prediction(d, flow, flow_errors(flow, gt[0].permute(1, 2, 0).numpy(), valid[0, 0].numpy() > 0))
+
+
+def evaluate_pairs(model: TVNet, pairs: Iterable[FlowPair | PairData], scale: float = 1.0) -> dict:
+    """Mean metrics (per pair, then averaged) on whole pairs at `scale`: `mean_errors` output
+    plus "per_pair": {name: metrics}."""
+    rows = {pr.pair.name: pr.metrics for pr in predictions(model, pairs, scale)}
+    out = mean_errors(list(rows.values()))
+    out["per_pair"] = rows
+    return out
+
+
+# -- `tvnet epe` ---------------------------------------------------------------------------------
+def _opencv_flow(cfg_model, f0: np.ndarray, f1: np.ndarray) -> np.ndarray:
+    """OpenCV DualTVL1 with the model's tau/lambda/theta/scales/warps/iterations -> `(H, W, 2)`."""
+    try:
+        import cv2
+
+        make = cv2.optflow.DualTVL1OpticalFlow_create
+    except (ImportError, AttributeError):
+        raise TVNetError("--compare opencv needs OpenCV with the contrib modules: "
+                         "pip install opencv-contrib-python-headless") from None
+    tvl1 = make(tau=cfg_model.tau, lambda_=cfg_model.lam, theta=cfg_model.theta,
+                nscales=cfg_model.scales, warps=cfg_model.warps, epsilon=0.0,
+                innnerIterations=cfg_model.iters, outerIterations=1,
+                scaleStep=cfg_model.zfactor, gamma=0.0, medianFiltering=1)
+    g0, g1 = (cv2.cvtColor(np.ascontiguousarray(f), cv2.COLOR_RGB2GRAY) for f in (f0, f1))
+    return tvl1.calc(g0, g1, None)
+
+
+def load_model(spec: str) -> TVNet:
+    """A TVNet from a preset name or a weights file path."""
+    p = Path(spec)
+    if p.suffix == ".pt" or p.is_file():
+        return TVNet.from_file(p)
+    return TVNet.from_preset(spec)
+
+
+def evaluate_dataset(cfg: EpeConfig, progress: Callable[[int, int, str], None] | None = None) -> dict:
+    """EPE/AAE/outliers of a model (and optionally OpenCV TV-L1) on every ground-truth pair.
+
+    Returns {"layout", "model", "config", "rows": [{"name", metrics...}], "mean": {...},
+    "skipped": [names without ground truth], and with OpenCV "opencv_rows", "opencv_mean"}.
+    torch's thread count is set to `cfg.threads` while it runs and restored afterwards.
+    """
+    from .io.flowio import write_flo
+
+    model = load_model(cfg.model)
+    layout, pairs = find_pairs(cfg.data, cfg.layout, sintel_pass=cfg.sintel_pass, kitti_gt=cfg.kitti_gt)
+    skipped = [p.name for p in pairs if p.gt is None]
+    pairs = [p for p in pairs if p.gt is not None]
+    if not pairs:
+        raise TVNetError(f"{cfg.data}: no pair has ground-truth flow ({layout} layout)")
+    rows, cv_rows = [], []
+    threads = torch.get_num_threads()
+    torch.set_num_threads(max(1, cfg.threads))
+    try:
+        for i, pr in enumerate(predictions(model, pairs)):
+            if progress:
+                progress(i, len(pairs), pr.pair.name)
+            rows.append({"name": pr.pair.name, **pr.metrics})
+            if cfg.save_flow:
+                path = Path(cfg.save_flow) / f"{pr.pair.name}.flo"
+                path.parent.mkdir(parents=True, exist_ok=True)
+                write_flo(path, pr.flow)
+            if cfg.compare_opencv:
+                d = pr.pair
+                cv_rows.append({"name": d.name, **flow_errors(_opencv_flow(model.config, d.frame0, d.frame1),
+                                                              d.gt, d.valid)})
+    finally:
+        torch.set_num_threads(threads)
+    if progress:
+        progress(len(pairs), len(pairs), "")
+    out = {"layout": layout, "data": str(cfg.data), "model": cfg.model, "config": model.config.to_dict(),
+           "rows": rows, "mean": mean_errors(rows), "skipped": skipped}
+    if cfg.compare_opencv:
+        out["opencv_rows"] = cv_rows
+        out["opencv_mean"] = mean_errors(cv_rows)
+    return out
