@@ -235,6 +235,19 @@ def test_cli_help_and_run(tmp_path):
         assert f["flow"].dtype == np.float16 and f["flow"].shape == (2, 2, 24, 32)
 
 
+def test_cli_several_processes_per_device(tmp_path):
+    for i in range(3):
+        write_clip(tmp_path / "in" / f"v{i}.avi", 3)
+    args = ["extract", str(tmp_path / "in"), "--out", str(tmp_path / "o"), "--width", "32", "--height", "24",
+            "--iters", "3", "--no-frames", "--gpus", ""]
+    r = CliRunner().invoke(main, args + ["--procs-per-device", "0"])
+    assert r.exit_code == 2 and "--procs-per-device must be >= 1" in r.output
+    r = CliRunner().invoke(main, args + ["--procs-per-device", "2"])
+    assert r.exit_code == 0, r.output
+    assert len((tmp_path / "o" / "ann_flow.txt").read_text().splitlines()) == 3
+    assert all(len(names(tmp_path / "o" / f"v{i}", "flow_x_")) == 2 for i in range(3))
+
+
 def test_short_side_resize_and_progress_events(tmp_path):
     clip = write_clip(tmp_path / "c.avi", 3, size=(48, 64))
     events: list[tuple[str, object]] = []

@@ -55,6 +55,9 @@ def _formats(ctx: click.Context, param: click.Parameter, value: tuple[str, ...])
 @click.option("--gpus", default=None,
               help="GPU ids, e.g. 0,1 (one worker process each); \"\" = CPU.  "
                    "[default: GPU 0 if CUDA is available, else CPU; cuda:LOCAL_RANK under torchrun]")
+@click.option("--procs-per-device", type=int, default=1,
+              help="Worker processes per device. On a GPU, 2-4 processes decode and encode on more "
+                   "CPU cores while they share the GPU; on the CPU they split the cores.")
 @click.option("--classes", type=click.Path(exists=True, dir_okay=False, path_type=Path),
               help="Class names for the labels, one a line (or UCF101 classInd.txt). "
                    "[default: sorted class folder names]")
@@ -66,7 +69,7 @@ def extract(inputs: tuple[str, ...], out: Path, formats: tuple[str, ...], preset
             scales: int | None, warps: int | None, iters: int | None, weights: Path | None,
             bound: float, step: int, width: int | None, height: int | None, short_side: int | None,
             start_index: int, no_frames: bool, h5_dtype: str, jpeg_quality: int, batch: int, fused: bool,
-            gpus: str | None, classes: Path | None, overwrite: bool, decoders: int, writers: int,
+            gpus: str | None, procs_per_device: int, classes: Path | None, overwrite: bool, decoders: int, writers: int,
             threads: int | None) -> None:
     """Compute optical flow for videos, folders of videos (recursive) or @list.txt files.
 
@@ -87,6 +90,9 @@ def extract(inputs: tuple[str, ...], out: Path, formats: tuple[str, ...], preset
         rank, world = torchrun_shard()
         local = os.environ.get("LOCAL_RANK")
         devices = parse_gpus(gpus, torch.cuda.device_count(), int(local) if local else None)
+        if procs_per_device < 1:
+            raise TVNetError(f"--procs-per-device must be >= 1, not {procs_per_device}")
+        devices = tuple(d for d in devices for _ in range(procs_per_device))
         config = ExtractConfig(
             out=out, formats=formats, preset=preset, scales=scales, warps=warps, iters=iters,
             weights=weights, bound=bound, step=step, width=width, height=height,

@@ -15,6 +15,7 @@ worker process per device (`_worker`, importable here for `spawn`), videos shard
 
 from __future__ import annotations
 
+import os
 import queue
 import threading
 from collections import deque
@@ -350,6 +351,9 @@ def _run_spawned(jobs: list[VideoJob], config: ExtractConfig, progress: Progress
     ctx = mp.get_context("spawn")
     events = ctx.Queue()
     procs = []
+    n_cpu = sum(d == "cpu" for d in config.devices)
+    if n_cpu and config.torch_threads is None:  # CPU workers share the cores, not each take all
+        config = config.replace(torch_threads=max(1, (os.cpu_count() or 1) // n_cpu))
     for wid, device in enumerate(config.devices):
         p = ctx.Process(target=_worker, name=f"tvnet-extract-{device}",
                         args=(wid, shard(jobs, wid, len(config.devices)), config, device, events))
