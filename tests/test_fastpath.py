@@ -47,6 +47,21 @@ def test_fused_model_matches_eager(data_dir, preset):
     assert (fast - reference).abs().max().item() < 5e-2
 
 
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device here")
+@pytest.mark.parametrize("preset", ["tvnet-50", "tvl1"])
+def test_cuda_fused_model_matches_eager_and_cpu(data_dir, preset):
+    """On a GPU: the fused (AOTInductor) path equals eager CUDA, and both equal the CPU."""
+    f0, f1 = _chairs_batch(data_dir)
+    model = TVNet.from_preset(preset)
+    cpu = model.predict(f0, f1)
+    model = model.cuda()
+    fast = model.predict(f0.cuda(), f1.cuda()).cpu()
+    model.fused = False
+    eager = model.predict(f0.cuda(), f1.cuda()).cpu()
+    assert (fast - eager).abs().mean().item() < 1e-3
+    assert (eager - cpu).abs().mean().item() < 1e-3
+
+
 @pytest.mark.parametrize("b,h,w,iters", [(1, 2, 2, 3), (2, 3, 1, 4), (1, 7, 5, 9), (3, 40, 33, 20), (1, 64, 48, 50)])
 def test_cpu_kernel_matches_pytorch_step(b, h, w, iters):
     """Odd sizes (one row, one column, fewer rows than a sweep group) and trained taps."""
