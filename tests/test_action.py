@@ -16,7 +16,7 @@ from click.testing import CliRunner
 from tvnet_cli.cli import main
 from tvnet_cli.errors import TVNetError
 from tvnet_cli.io.datasets_action import ClipDataset, batch_plan, parse_ucf101
-from tvnet_cli.io.video import read_frames
+from tvnet_cli.io.video import read_frames, read_frames_at
 from tvnet_cli.model import TVNet
 from tvnet_cli.toy_actions import ToyConfig, make_toy_actions
 from tvnet_cli.train_action import (ActionTrainConfig, build_model, evaluate_action, load_checkpoint, load_split,
@@ -202,3 +202,45 @@ def test_torchrun_two_cpu_processes(toy, tmp_path):
     ckpt = load_checkpoint(out / "checkpoint.pt")
     assert ckpt["step"] == 3
     assert len((out / "log.csv").read_text().splitlines()) == 1 + 3
+
+
+def test_sampling_decodes_only_what_it_needs(toy):
+    """Without a cache, stacks come from decoding up to the last frame needed; they must be
+    the very frames (and the same random draws) of decoding the whole video."""
+    split = parse_ucf101(toy / "ucfTrainTestlist", 1)
+    cfg = toy_config(toy, Path("/nonexistent"), flip=True, segments=2)
+    lazy = ClipDataset(toy, split.train, cfg.clip_spec, cache=0)
+    whole = ClipDataset(toy, split.train, lazy.spec, cache=64)
+    for i, seed in [(0, 1), (5, 2), (17, 3), (31, None)]:
+        a, la = lazy[(i, seed)]
+        b, lb = whole[(i, seed)]
+        assert la == lb and torch.equal(a, b)
+    assert torch.equal(lazy.test_views(3, 3, 1), whole.test_views(3, 3, 1))
+    path = toy / split.train[0].path
+    full = read_frames(path)
+    torch.testing.assert_close(torch.from_numpy(read_frames_at(path, [5, 1, 5], None)),
+                               torch.from_numpy(full[[5, 1, 5]]))
+    assert read_frames_at(path, [0, len(full)], None) is None  # past the end
+
+
+def test_sampling_when_the_header_promises_a_frame_too_many(tmp_path):
+    """A real AVI cut short by its last frame: the header says 8, 7 decode (within the
+    truncation slack). A sample that needs frame 7 falls back to the whole video and draws
+    again from the same random state, so it equals sampling the fully decoded video."""
+    from tvnet_cli.io.datasets_action import ClipSpec, VideoItem
+    from tvnet_cli.io.video import probe, write_video
+
+    rng = np.random.default_rng(0)
+    full = write_video(tmp_path / "full.avi", [(rng.random((40, 40, 3)) * 255).astype(np.uint8) for _ in range(8)])
+    data = full.read_bytes()
+    cut = tmp_path / "v" / "cut.avi"
+    cut.parent.mkdir()
+    cut.write_bytes(data[:data[:data.find(b"idx1")].rfind(b"00dc")])  # drop the last frame's chunk
+    assert probe(cut).header_frames == 8 and len(read_frames(cut)) == 7
+    spec = ClipSpec(frame_size=(40, 40), input_size=24, length=3, segments=1, flip=False)
+    lazy = ClipDataset(tmp_path / "v", (VideoItem("cut.avi", 0),), spec, cache=0)
+    whole = ClipDataset(tmp_path / "v", (VideoItem("cut.avi", 0),), spec, cache=1)
+    hits_end = [s for s in range(40) if np.random.default_rng(s).integers(6) == 5]  # start 5: frames 5-7
+    assert hits_end
+    for seed in hits_end[:3]:
+        torch.testing.assert_close(lazy[(0, seed)][0], whole[(0, seed)][0], rtol=0, atol=0)

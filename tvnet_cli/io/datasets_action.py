@@ -270,16 +270,38 @@ class ClipDataset:
                 self._cache.popitem(last=False)
         return frames
 
+    def stacks(self, i: int, segments: int, rng: np.random.Generator | None) -> np.ndarray:
+        """`(segments, length, H, W, 3)` frame stacks of video `i`, TSN-sampled with `rng`.
+
+        Without a cache only the frames needed are decoded, up to the last of them (half a
+        video on average for one segment), using the header's frame count; if the video
+        ends early, it is decoded whole and sampled again with the same random draws.
+        """
+        from .video import probe, read_frames_at
+
+        length = self.spec.length
+        if self.cache == 0:
+            t = probe(self.root / self.items[i].path).header_frames
+            if t > 0:
+                state = None if rng is None else rng.bit_generator.state
+                idx = stack_indices(segment_starts(t, segments, length, rng), length, t)
+                clip = read_frames_at(self.root / self.items[i].path, idx.ravel().tolist(), self.spec.frame_size)
+                if clip is not None:
+                    return clip.reshape(idx.shape + clip.shape[1:])
+                if rng is not None:
+                    rng.bit_generator.state = state
+        frames = self.frames(i)
+        t = len(frames)
+        return frames[stack_indices(segment_starts(t, segments, length, rng), length, t)]
+
     def __getitem__(self, key: tuple[int, int | None]):
         import torch
 
         i, seed = key
         spec = self.spec
-        frames = self.frames(i)
-        t, h, w, _ = frames.shape
         rng = None if seed is None else np.random.default_rng(seed)
-        starts = segment_starts(t, spec.segments, spec.length, rng)
-        clip = frames[stack_indices(starts, spec.length, t)]  # (S, L, H, W, 3)
+        clip = self.stacks(i, spec.segments, rng)  # (S, L, H, W, 3)
+        h, w = clip.shape[2:4]
         if rng is None:
             ch = cw = min(spec.input_size, h, w)
             y, x = _crop_box(h, w, ch, cw, "c")
@@ -304,10 +326,8 @@ class ClipDataset:
         import torch
 
         spec = self.spec
-        frames = self.frames(i)
-        t, h, w, _ = frames.shape
-        starts = segment_starts(t, segments, spec.length, None)
-        clip = frames[stack_indices(starts, spec.length, t)]  # (S, L, H, W, 3)
+        clip = self.stacks(i, segments, None)  # (S, L, H, W, 3)
+        h, w = clip.shape[2:4]
         size = min(spec.input_size, h, w)
         where = ("c",) if crops == 1 else CORNERS
         views = []

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 from fractions import Fraction
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -196,6 +196,22 @@ def read_frames(path: str | Path, size: tuple[int, int] | None = None,
     if not frames:
         raise TVNetError(f"{path}: no frames decoded")
     return np.stack(frames)
+
+
+def read_frames_at(path: str | Path, indices: Sequence[int],
+                   size: tuple[int, int] | None = None) -> np.ndarray | None:
+    """The frames at `indices` (any order, repeats allowed) as `(len(indices), H, W, 3)`
+    uint8, decoding only up to the largest index and keeping only the frames asked for;
+    None when the video ends before that index."""
+    want, last, got = set(indices), max(indices), {}
+    for n, frame in enumerate(iter_frames(path, size, check=False)):
+        if n in want:
+            got[n] = frame
+        if n >= last:
+            break
+    if last not in got:
+        return None
+    return np.stack([got[i] for i in indices])
 
 
 def write_video(path: str | Path, frames: Iterable[np.ndarray], codec: str = "ffv1",
