@@ -145,3 +145,20 @@ def test_cpu_kernel_in_a_forked_child():
 def _iterate_in_child(state):
     torch.set_num_threads(2)
     return native.iterate(*state, TAPS, CONSTS, 5)
+
+
+def test_cpu_kernel_with_an_unwritable_cache_folder(tmp_path):
+    """A kernel cache that cannot be created (here: below a file) falls back to the temp
+    folder instead of to the 10x slower PyTorch step."""
+    import os
+    import subprocess
+    import sys
+
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    code = ("import warnings; warnings.simplefilter('error'); from tvnet_cli.model import native; "
+            "print(native.library()._name)")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                       env={**os.environ, "TVNET_CACHE": str(blocker / "cache")})
+    assert r.returncode == 0, r.stderr[-1000:]
+    assert f"tvnet-kernels-{os.getuid()}" in r.stdout

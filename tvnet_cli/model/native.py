@@ -15,6 +15,7 @@ import os
 import platform
 import shutil
 import subprocess
+import tempfile
 import warnings
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -60,17 +61,24 @@ def library() -> ctypes.CDLL | None:
     src = SOURCE.read_bytes()
     key = hashlib.sha1(src + " ".join(FLAGS).encode() + _cpu_flags().encode()
                        + platform.machine().encode()).hexdigest()[:16]
-    path = cache_dir() / f"tvl1_cpu-{key}.so"
+    name = f"tvl1_cpu-{key}.so"
     try:
-        if not path.is_file():
-            _compile(path)
+        for folder in (cache_dir(), Path(tempfile.gettempdir()) / f"tvnet-kernels-{os.getuid()}"):
+            path = folder / name
+            try:
+                if not path.is_file():
+                    _compile(path)
+                break
+            except OSError:  # cache folder not writable (read-only home...): try the temp folder
+                continue
         lib = ctypes.CDLL(str(path))
         p, i = ctypes.c_void_p, ctypes.c_int
         lib.tvl1_image.argtypes = [i, i, i, i] + [p] * 8
         lib.tvl1_band.argtypes = [i] * 6 + [p] * 11
         lib.tvl1_image.restype = lib.tvl1_band.restype = i
     except Exception as e:  # noqa: BLE001 - no compiler, read-only cache...: use PyTorch
-        warnings.warn(f"tvnet: CPU TV-L1 kernel unavailable ({e}); using PyTorch")
+        warnings.warn(f"tvnet: CPU TV-L1 kernel unavailable ({e}); using PyTorch, about 10x slower "
+                      "(a C compiler such as gcc, or $CC, enables it)")
         lib = None
     _LIB.append(lib)
     return lib
