@@ -30,9 +30,9 @@ import time
 from pathlib import Path
 
 import numpy as np
+from data import VIDEO
 
 ROOT = Path(__file__).resolve().parents[1]
-VIDEO = ROOT.parent / "shared" / "data" / "videos" / "test.mp4"
 
 
 def lossless_clip(src: Path, dst: Path, frames: int) -> int:

@@ -20,13 +20,13 @@ from pathlib import Path
 import cv2
 import numpy as np
 import torch
+from data import DATA
 
 from tvnet_cli.io.datasets import find_pairs, load_pair
 from tvnet_cli.metrics import flow_errors
 from tvnet_cli.model import TVNet
 from tvnet_cli.train_flow import TrainFlowConfig, train_flow
 
-DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
 
 def gt_pairs() -> list:

@@ -14,9 +14,10 @@ import json
 import time
 from pathlib import Path
 
+from data import DATA
+
 from tvnet_cli.train_flow import TrainFlowConfig, train_flow
 
-DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
 
 def main() -> None:

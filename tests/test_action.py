@@ -13,6 +13,7 @@ import torch
 import torch.nn.functional as F
 from click.testing import CliRunner
 
+from conftest import DATA
 from tvnet_cli.cli import main
 from tvnet_cli.errors import TVNetError
 from tvnet_cli.io.datasets_action import ClipDataset, batch_plan, parse_ucf101
@@ -22,7 +23,6 @@ from tvnet_cli.toy_actions import ToyConfig, make_toy_actions
 from tvnet_cli.train_action import (ActionTrainConfig, build_model, evaluate_action, load_checkpoint, load_split,
                                     train_action)
 
-DATA = Path(__file__).parents[1].parent / "shared" / "data"
 TOY = ToyConfig(size=(40, 40), frames=8, seed=0)
 
 

@@ -7,7 +7,6 @@ import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 from test_extract import write_clip
 from test_extract_bad_input import snapshot
