@@ -75,13 +75,13 @@ def test_cpu_kernel_matches_pytorch_step(b, h, w, iters):
 
 def test_cpu_kernel_row_bands_equal_whole_images():
     """Batch 1 on several threads runs row bands with ghost rows: the same numbers, exactly."""
-    state = _solver_state(1, 90, 37, seed=1)
+    state = _solver_state(1, 150, 37, seed=1)
     threads = torch.get_num_threads()
     try:
         torch.set_num_threads(1)
         whole = native.iterate(*state, TAPS, CONSTS, 21)
         torch.set_num_threads(4)
-        assert native._bands(1, 90, 4) > 1
+        assert native._bands(1, 150, 4) > 1
         banded = native.iterate(*state, TAPS, CONSTS, 21)
     finally:
         torch.set_num_threads(threads)

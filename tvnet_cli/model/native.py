@@ -25,8 +25,9 @@ import torch
 from .fused import cache_dir
 
 SOURCE = Path(__file__).with_name("tvl1_cpu.c")
-FLAGS = ["-O3", "-march=native", "-fno-math-errno", "-fPIC", "-shared", "-std=c99"]
+FLAGS = ["-O3", "-march=native", "-fno-math-errno", "-fPIC", "-shared", "-std=gnu99"]
 GROUP = 8  # iterations per sweep: rows in flight x 16 planes stay in L2 at video widths
+ROUND = 16  # iterations per round of row bands (ghost rows = ROUND + 2 on each inner side)
 _LIB: list = []  # [CDLL or None] once tried
 _POOL: dict[tuple[int, int], ThreadPoolExecutor] = {}  # (pid, threads) -> pool
 
@@ -99,7 +100,7 @@ def _bands(batch: int, h: int, threads: int) -> int:
     """Row bands per image: 1 when the batch alone keeps every thread busy."""
     if batch >= threads:
         return 1
-    return max(1, min(-(-threads // batch), h // (4 * GROUP)))
+    return max(1, min(-(-threads // batch), h // (4 * ROUND)))
 
 
 def iterate(u: torch.Tensor, px: torch.Tensor, py: torch.Tensor, grad_i: torch.Tensor,
@@ -130,13 +131,13 @@ def iterate(u: torch.Tensor, px: torch.Tensor, py: torch.Tensor, grad_i: torch.T
 
     if nb == 1:
         codes = list(_pool(threads).map(whole, range(b))) if b > 1 else [whole(0)]
-    else:  # bands of each image, in rounds of GROUP iterations, double-buffered
+    else:  # bands of each image, in rounds of ROUND iterations, double-buffered
         out = [torch.empty_like(t) for t in state]
         edges = [round(k * h / nb) for k in range(nb + 1)]
         jobs = [(i, edges[k], edges[k + 1]) for i in range(b) for k in range(nb)]
         codes = []
-        for done in range(0, iters, GROUP):
-            n = min(GROUP, iters - done)
+        for done in range(0, iters, ROUND):
+            n = min(ROUND, iters - done)
             src, dst = [t.data_ptr() for t in state], [t.data_ptr() for t in out]
 
             def band(job: tuple[int, int, int], n=n, src=src, dst=dst) -> int:

@@ -150,8 +150,15 @@ int tvl1_band(int H, int W, int r0, int r1, int iters, int group,
     int a = r0 - iters - 2 < 0 ? 0 : r0 - iters - 2;
     int e = r1 + iters + 2 > H ? H : r1 + iters + 2;
     size_t n = (size_t)(e - a), plane = n * W, img = (size_t)H * W;
-    float *mem = malloc(6 * plane * sizeof(float));
-    if (!mem) return -1;
+    /* one buffer per thread, kept between calls: no page faults on every round */
+    static __thread float *mem = NULL;
+    static __thread size_t cap = 0;
+    if (cap < 6 * plane) {
+        free(mem);
+        mem = malloc(6 * plane * sizeof(float));
+        cap = mem ? 6 * plane : 0;
+        if (!mem) return -1;
+    }
     const float *src[3] = {u_in, px_in, py_in};
     float *dst[3] = {u_out, px_out, py_out};
     for (int v = 0; v < 3; v++)
@@ -164,6 +171,5 @@ int tvl1_band(int H, int W, int r0, int r1, int iters, int group,
         for (int c = 0; c < 2; c++)
             memcpy(dst[v] + c * img + (size_t)r0 * W, mem + (2 * v + c) * plane + (size_t)(r0 - a) * W,
                    (size_t)(r1 - r0) * W * sizeof(float));
-    free(mem);
     return 0;
 }
