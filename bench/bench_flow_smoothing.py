@@ -18,7 +18,7 @@ import torch
 from data import DATA
 
 from tvnet_cli.io.datasets import find_pairs, load_pair
-from tvnet_cli.metrics import flow_errors
+from tvnet_cli.evaluate import evaluate_pairs
 from tvnet_cli.model import TVNet
 
 
@@ -47,11 +47,8 @@ def main() -> None:
                 for w in args.warps.split(",")]
     for preset, sigma, warp in settings:
         model = TVNet.from_preset(preset, smooth_sigma=sigma, warp=warp)
-        epes, t0 = [], time.time()
-        for d in pairs:
-            f0, f1 = (torch.from_numpy(np.array(f)).permute(2, 0, 1)[None] for f in (d.frame0, d.frame1))
-            flow = model.predict(f0, f1)[0].permute(1, 2, 0).numpy()
-            epes.append(flow_errors(flow, d.gt, d.valid)["epe"])
+        t0 = time.time()
+        epes = [r["epe"] for r in evaluate_pairs(model, pairs)["per_pair"].values()]
         sec = (time.time() - t0) / len(pairs)
         results.append({"preset": preset, "sigma": sigma, "warp": warp,
                         "epe": dict(zip([d.name for d in pairs], epes)),

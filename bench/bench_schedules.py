@@ -12,13 +12,12 @@ from __future__ import annotations
 import argparse
 import time
 
-import numpy as np
 import torch
 from bench_engine import DEFAULT_VIDEO, load_pairs
 from bench_flow_smoothing import gt_pairs
 
 from tvnet_cli import TVNet
-from tvnet_cli.metrics import flow_errors
+from tvnet_cli.evaluate import evaluate_pairs
 
 
 def main() -> None:
@@ -40,13 +39,9 @@ def main() -> None:
             t = time.perf_counter()
             model.predict(ta, tb)
             times.append((time.perf_counter() - t) / len(ta) * 1000)
-        epes = []
-        for d in pairs:
-            f0, f1 = (torch.from_numpy(np.array(f)).permute(2, 0, 1)[None] for f in (d.frame0, d.frame1))
-            flow = model.predict(f0, f1)[0].permute(1, 2, 0).numpy()
-            epes.append(flow_errors(flow, d.gt, d.valid)["epe"])
-        print(f"| {name} | {min(times):.1f} | " + " | ".join(f"{e:.3f}" for e in epes)
-              + f" | {np.mean(epes):.3f} |", flush=True)
+        res = evaluate_pairs(model, pairs)
+        print(f"| {name} | {min(times):.1f} | " + " | ".join(f"{r['epe']:.3f}" for r in res["per_pair"].values())
+              + f" | {res['epe']:.3f} |", flush=True)
 
 
 if __name__ == "__main__":
