@@ -244,8 +244,9 @@ class TVNet(nn.Module):
         return [self.log_scalars[k] for k in SCALARS]
 
     def scalar_values(self) -> dict[str, float]:
-        """Current tau, lam, theta as floats (config value x exp(multiplier))."""
-        return {k: getattr(self.config, k) * math.exp(self.log_scalars[k].item()) for k in SCALARS}
+        """Current tau, lam, theta as floats (config value x exp(multiplier)); one device read."""
+        logs = torch.stack([self.log_scalars[k].detach() for k in SCALARS]).tolist()
+        return {k: getattr(self.config, k) * math.exp(v) for k, v in zip(SCALARS, logs)}
 
     def solver_scalars(self) -> tuple:
         """(tau, lam, theta) for the solver: 0-d tensors while they train, floats otherwise
