@@ -18,6 +18,7 @@ PRESETS: dict[str, TVNetConfig] = {
     "tvnet-30": TVNetConfig(1, 1, 30),
     "tvnet-50": TVNetConfig(1, 1, 50),
     "tvnet-3-1-10": TVNetConfig(3, 1, 10),
+    "tvnet-4-1-12": TVNetConfig(4, 1, 12),  # about TVNet-50's cost, far better on large motion
     "tvnet-1-3-10": TVNetConfig(1, 3, 10),
     "tvl1": TVNetConfig(5, 5, 50),  # the paper's TV-L1 baseline, 5-5-50
 }
