@@ -120,17 +120,17 @@ def _tv_l1_level(
     cfg: TVNetConfig,
     taps: tuple[torch.Tensor, torch.Tensor, torch.Tensor],
     iterate: Iterate,
-    scalars: tuple | None = None,
+    scalars: tuple,
 ) -> torch.Tensor:
     """Warps x iterations of TV-L1 at one pyramid level.
 
     `i0`, `i1` grey `(B, 1, h, w)`; `u` initial flow `(B, 2, h, w)`; returns `(B, 2, h, w)`.
     The dual variables p start at zero once per level (as in the authors' code and OpenCV).
     `iterate` runs n iterations: `stepwise(...)` or the CPU kernel (`native.iterate`).
-    `scalars` (tau, lam, theta), floats or 0-d tensors (training), replace the config's.
+    `scalars` (tau, lam, theta): floats, or 0-d tensors while they train (`solver_scalars`).
     """
     centred, forward, backward = taps
-    tau, lam, theta = scalars if scalars is not None else (cfg.tau, cfg.lam, cfg.theta)
+    tau, lam, theta = scalars
     consts = (lam * theta, theta, tau / theta, cfg.eps)
     ix, iy = ops.centred_gradient(i1, centred)  # (B, 1, h, w) each
     stack = torch.cat([i1, ix, iy], dim=1)  # warped together: one grid_sample per warp
@@ -300,11 +300,11 @@ class TVNet(nn.Module):
             iterate = fast_iterate(i0.device, i0.dtype) if self.fused else stepwise()
         else:
             iterate = stepwise(_checkpointed_step if self.checkpoint else tv_l1_step)
+        scalars = self.solver_scalars()  # once, not per level (a device read on a GPU)
         u = self.initial_flow(sizes[-1], (h, w), b)
         for size in reversed(sizes):  # coarsest first; every level resampled from full size
             u = ops.resize_flow(u, size)
-            u = _tv_l1_level(ops.resize(i0, size), ops.resize(i1, size), u, cfg, taps, iterate,
-                             self.solver_scalars())
+            u = _tv_l1_level(ops.resize(i0, size), ops.resize(i1, size), u, cfg, taps, iterate, scalars)
         return u
 
     def forward(self, frame0: torch.Tensor, frame1: torch.Tensor) -> torch.Tensor:
