@@ -15,7 +15,7 @@ import torch
 
 from tvnet_cli.io.video import read_frames
 from tvnet_cli.model import TVNet, tvl1_energy
-from bench_flow_smoothing import DATA  # noqa: E402  (same folder)
+from data import DATA  # noqa: E402  (same folder)
 
 
 def main() -> None:
