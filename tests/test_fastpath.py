@@ -1,4 +1,4 @@
-"""Every fast path gives the reference path's flow (issue 7: within 1e-3 px mean)."""
+"""Every fast path (kernel backend) gives the reference path's flow (within 1e-3 px mean)."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ import torch
 
 from conftest import load_rgb, to_batch
 from tvnet_cli import TVNet
-from tvnet_cli.model import native, ops
-from tvnet_cli.model.fused import fused_step
+from tvnet_cli.kernels import cpu as cpu_kernel
+from tvnet_cli.model import ops
 from tvnet_cli.model.tvnet import stepwise, tv_l1_step
 
 
@@ -35,40 +35,48 @@ CONSTS = (0.15 * 0.3, 0.3, 0.25 / 0.3, 1e-12)
 
 
 @pytest.mark.parametrize("preset", ["tvnet-50", "tvnet-3-1-10"])
-def test_fused_model_matches_eager(data_dir, preset):
+def test_c_backend_model_matches_torch(data_dir, preset):
     f0, f1 = _chairs_batch(data_dir)
     model = TVNet.from_preset(preset)
-    model.fused = False
+    model.backend = "torch"
     reference = model.predict(f0, f1)
-    model.fused = True
+    assert model.last_backend == "torch"
+    model.backend = "auto"
     fast = model.predict(f0, f1)
+    assert model.last_backend == "c"
     assert fast.shape == reference.shape
     assert (fast - reference).abs().mean().item() < 1e-3
     assert (fast - reference).abs().max().item() < 5e-2
 
 
+@pytest.mark.cuda
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device here")
-@pytest.mark.parametrize("preset", ["tvnet-50", "tvl1"])
-def test_cuda_fused_model_matches_eager_and_cpu(data_dir, preset):
-    """On a GPU: the fused (AOTInductor) path equals eager CUDA, and both equal the CPU."""
+@pytest.mark.parametrize("preset", ["tvnet-50", "tvl1", "tvnet-50-trained"])
+def test_cuda_triton_model_matches_torch_and_cpu(data_dir, preset):
+    """On a GPU: auto runs Triton, equal to the PyTorch step on CUDA and to the CPU; on
+    cuda:N, N > 0, too (the kernel must launch on the tensors' device)."""
     f0, f1 = _chairs_batch(data_dir)
     model = TVNet.from_preset(preset)
     cpu = model.predict(f0, f1)
-    model = model.cuda()
-    fast = model.predict(f0.cuda(), f1.cuda()).cpu()
-    model.fused = False
-    eager = model.predict(f0.cuda(), f1.cuda()).cpu()
-    assert (fast - eager).abs().mean().item() < 1e-3
-    assert (eager - cpu).abs().mean().item() < 1e-3
+    for index in range(torch.cuda.device_count())[:2]:
+        dev = torch.device("cuda", index)
+        model = model.to(dev)
+        model.backend = "auto"
+        fast = model.predict(f0.to(dev), f1.to(dev)).cpu()
+        assert model.last_backend == "triton"
+        model.backend = "torch"
+        eager = model.predict(f0.to(dev), f1.to(dev)).cpu()
+        assert (fast - eager).abs().mean().item() < 1e-3
+        assert (eager - cpu).abs().mean().item() < 1e-3
 
 
 @pytest.mark.parametrize("b,h,w,iters", [(1, 2, 2, 3), (2, 3, 1, 4), (1, 7, 5, 9), (3, 40, 33, 20), (1, 64, 48, 50)])
 def test_cpu_kernel_matches_pytorch_step(b, h, w, iters):
     """Odd sizes (one row, one column, fewer rows than a sweep group) and trained taps."""
-    assert native.library() is not None, "the CPU kernel must build where the tests run"
+    assert cpu_kernel.library() is not None, "the CPU kernel must build where the tests run"
     state = _solver_state(b, h, w)
     reference = stepwise(tv_l1_step)(*state, TAPS, CONSTS, iters)
-    fast = native.iterate(*state, TAPS, CONSTS, iters)
+    fast = cpu_kernel.iterate(*state, TAPS, CONSTS, iters)
     for r, f in zip(reference, fast):
         torch.testing.assert_close(f, r, rtol=1e-4, atol=1e-4)
 
@@ -79,10 +87,10 @@ def test_cpu_kernel_row_bands_equal_whole_images():
     threads = torch.get_num_threads()
     try:
         torch.set_num_threads(1)
-        whole = native.iterate(*state, TAPS, CONSTS, 21)
+        whole = cpu_kernel.iterate(*state, TAPS, CONSTS, 21)
         torch.set_num_threads(4)
-        assert native._bands(1, 150, 4) > 1
-        banded = native.iterate(*state, TAPS, CONSTS, 21)
+        assert cpu_kernel._bands(1, 150, 4) > 1
+        banded = cpu_kernel.iterate(*state, TAPS, CONSTS, 21)
     finally:
         torch.set_num_threads(threads)
     for a, b in zip(whole, banded):
@@ -90,28 +98,18 @@ def test_cpu_kernel_row_bands_equal_whole_images():
     assert not torch.equal(whole[0], state[0])  # and it did iterate
 
 
-def test_aot_fused_step_matches_pytorch_step():
-    """The AOTInductor step (the fused path off the CPU's float32 kernel, e.g. CUDA)."""
-    step = fused_step(torch.device("cpu"), torch.float32, notify=None)
-    assert step is not None
-    state = _solver_state(2, 24, 31)
-    reference = stepwise(tv_l1_step)(*state, TAPS, CONSTS, 10)
-    fast = stepwise(step)(*state, TAPS, CONSTS, 10)
-    for r, f in zip(reference, fast):
-        torch.testing.assert_close(f, r, rtol=1e-4, atol=1e-4)
-
-
-def test_fused_flag_leaves_training_on_eager_step():
+def test_training_runs_the_torch_step_whatever_the_backend():
     model = TVNet.from_preset("tvnet-10")
-    model.fused = True
+    model.backend = "c"
     x = torch.rand(1, 1, 16, 20, requires_grad=True)
     model(x, torch.roll(x.detach(), 1, 3)).sum().backward()
     assert x.grad is not None
+    assert model.last_backend == "torch"
 
 
 def test_frozen_model_takes_the_inference_path_under_autograd():
     model = TVNet.from_preset("tvnet-10")
-    model.fused = False
+    model.backend = "torch"
     model.set_trainable("none")
     x = torch.rand(2, 1, 16, 20) * 255
     y = torch.roll(x, 1, 3)
@@ -123,9 +121,9 @@ def test_frozen_model_takes_the_inference_path_under_autograd():
 def test_early_stop_on_the_fast_path_matches_eager(data_dir):
     f0, f1 = _chairs_batch(data_dir)
     model = TVNet.from_preset("tvnet-50", stop_tol=0.01)
-    model.fused = False
+    model.backend = "torch"
     reference = model.predict(f0, f1)
-    model.fused = True
+    model.backend = "c"
     assert (model.predict(f0, f1) - reference).abs().mean().item() < 1e-3
 
 
@@ -135,7 +133,7 @@ def test_cpu_kernel_in_a_forked_child():
     import multiprocessing as mp
 
     state = _solver_state(3, 20, 24, seed=2)
-    parent = native.iterate(*state, TAPS, CONSTS, 5)  # creates the parent's pool
+    parent = cpu_kernel.iterate(*state, TAPS, CONSTS, 5)  # creates the parent's pool
     with mp.get_context("fork").Pool(1) as pool:
         child = pool.apply_async(_iterate_in_child, (state,)).get(timeout=60)
     for a, b in zip(parent, child):
@@ -144,7 +142,7 @@ def test_cpu_kernel_in_a_forked_child():
 
 def _iterate_in_child(state):
     torch.set_num_threads(2)
-    return native.iterate(*state, TAPS, CONSTS, 5)
+    return cpu_kernel.iterate(*state, TAPS, CONSTS, 5)
 
 
 def test_cpu_kernel_with_an_unwritable_cache_folder(tmp_path):
@@ -156,8 +154,8 @@ def test_cpu_kernel_with_an_unwritable_cache_folder(tmp_path):
 
     blocker = tmp_path / "file"
     blocker.write_text("not a folder")
-    code = ("import warnings; warnings.simplefilter('error'); from tvnet_cli.model import native; "
-            "print(native.library()._name)")
+    code = ("import warnings; warnings.simplefilter('error'); from tvnet_cli.kernels import cpu; "
+            "print(cpu.library()._name)")
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                        env={**os.environ, "TVNET_CACHE": str(blocker / "cache")})
     assert r.returncode == 0, r.stderr[-1000:]

@@ -166,12 +166,18 @@ def resize(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     return F.interpolate(x, size=size, mode="bilinear", align_corners=False)
 
 
+def scale_flow(flow: torch.Tensor, sx: float, sy: float) -> torch.Tensor:
+    """Flow `(B, 2, h, w)` with u multiplied by `sx` and v by `sy` (Python floats: no tensor is
+    built from host values, so nothing waits for the device)."""
+    return torch.cat([flow[:, :1] * sx, flow[:, 1:] * sy], dim=1)
+
+
 def resize_flow(flow: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     """Resize flow `(B, 2, h, w)` to `size` and rescale its pixel units to match."""
     h, w = flow.shape[-2:]
-    out = resize(flow, size)
-    scale = torch.tensor([size[1] / w, size[0] / h], dtype=flow.dtype, device=flow.device)
-    return out * scale.view(1, 2, 1, 1)
+    if (h, w) == tuple(size):
+        return flow
+    return scale_flow(resize(flow, size), size[1] / w, size[0] / h)
 
 
 def pyramid_sizes(h: int, w: int, max_scales: int, zfactor: float) -> list[tuple[int, int]]:

@@ -27,8 +27,12 @@ _PATTERN = re.compile(r"^tvnet-(\d+)-(\d+)-(\d+)$")
 
 
 def weights_dir() -> Path:
-    """Folder of the shipped weight files (installed with the package)."""
-    return Path(str(resources.files("tvnet_cli.weights")))
+    """Folder of the shipped weight files: installed with the package as `tvnet_cli.weights`,
+    or `weights/` beside the package when it runs from a source tree that is not installed."""
+    try:
+        return Path(str(resources.files("tvnet_cli.weights")))
+    except ModuleNotFoundError:
+        return Path(__file__).resolve().parents[2] / "weights"
 
 
 def shipped_weights() -> dict[str, Path]:

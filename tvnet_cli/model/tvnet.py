@@ -22,8 +22,9 @@ from torch.utils.checkpoint import checkpoint
 from ..checkpoint import load_dict, save_atomic
 from ..config import ConfigMixin
 from ..errors import TVNetError
-from . import native, ops
-from .fused import fused_step
+from .. import kernels
+from ..kernels import Iterate
+from . import ops
 
 WEIGHTS_VERSION = 1
 SCALARS = ("tau", "lam", "theta")  # trainable TV-L1 scalars (config field names)
@@ -86,7 +87,7 @@ def tv_l1_step(
 
     `u`, `px`, `py`, `grad_i` are `(B, 2, h, w)` (flow, dual x/y parts for u1 and u2,
     warped image gradient); `grad_sq`, `rho_c` are `(B, 1, h, w)`. Returns (u, px, py).
-    The constants (lambda*theta, theta, tau/theta, eps) may be 0-d tensors (fused kernel).
+    The constants (lambda*theta, theta, tau/theta, eps) may be 0-d tensors (trained scalars).
     """
     forward, backward = taps
     rho = rho_c + ops.dot2(grad_i, u)
@@ -98,12 +99,9 @@ def tv_l1_step(
     return u, (px + taut * ux) / norm, (py + taut * uy) / norm
 
 
-Iterate = Callable[..., tuple[torch.Tensor, torch.Tensor, torch.Tensor]]
-
-
 def stepwise(step=tv_l1_step) -> Iterate:
     """An `Iterate` (u, px, py, grad_i, grad_sq, rho_c, taps, consts, n) -> (u, px, py) that
-    applies a one-iteration `step` n times (the PyTorch reference, or the AOT fused step)."""
+    applies a one-iteration `step` n times: the PyTorch reference (`kernels` hold the fast ones)."""
 
     def iterate(u, px, py, grad_i, grad_sq, rho_c, taps, consts, n):
         for _ in range(n):
@@ -121,13 +119,17 @@ def _tv_l1_level(
     taps: tuple[torch.Tensor, torch.Tensor, torch.Tensor],
     iterate: Iterate,
     scalars: tuple,
+    u_is_zero: bool = False,
 ) -> torch.Tensor:
     """Warps x iterations of TV-L1 at one pyramid level.
 
     `i0`, `i1` grey `(B, 1, h, w)`; `u` initial flow `(B, 2, h, w)`; returns `(B, 2, h, w)`.
     The dual variables p start at zero once per level (as in the authors' code and OpenCV).
-    `iterate` runs n iterations: `stepwise(...)` or the CPU kernel (`native.iterate`).
+    `iterate` runs n iterations: `stepwise(...)` or a kernel (`kernels.iterate_for`).
     `scalars` (tau, lam, theta): floats, or 0-d tensors while they train (`solver_scalars`).
+    `u_is_zero`: the caller knows `u` is zero (an untrained u0), so the first warp is the
+    identity and is skipped. Known, not tested: a test of the values would wait for the device.
+    No host read happens here unless `cfg.stop_tol > 0` (early stop reads one value per iteration).
     """
     centred, forward, backward = taps
     tau, lam, theta = scalars
@@ -137,9 +139,8 @@ def _tv_l1_level(
     px = torch.zeros_like(u)  # (B, 2, h, w): x parts of the duals p1 (of u1) and p2 (of u2)
     py = torch.zeros_like(u)
     early_stop = cfg.stop_tol > 0 and not torch.is_grad_enabled()
-    for _ in range(cfg.warps):
-        # A warp by zero flow is the identity (an untrained u0 at the first warp): skip it.
-        w = stack if not u.requires_grad and not u.any() else ops.warp(stack, u, cfg.warp)
+    for k in range(cfg.warps):
+        w = stack if k == 0 and u_is_zero else ops.warp(stack, u, cfg.warp)
         i1w, grad_i = w[:, :1], w[:, 1:]  # (B, 1, h, w), (B, 2, h, w)
         grad_sq = ops.dot2(grad_i, grad_i) + cfg.eps
         rho_c = i1w - ops.dot2(grad_i, u) - i0  # rho(u) = rho_c + gradI.u
@@ -161,14 +162,6 @@ def _checkpointed_step(*args):
     return checkpoint(tv_l1_step, *args, use_reentrant=False)
 
 
-def fast_iterate(device: torch.device, dtype: torch.dtype) -> Iterate:
-    """The fastest inference `Iterate` here: the C kernel for float32 on the CPU, the AOT
-    fused step elsewhere, the PyTorch step where neither can be built."""
-    if device.type == "cpu" and dtype == torch.float32 and native.library() is not None:
-        return native.iterate
-    return stepwise(fused_step(device, dtype) or tv_l1_step)
-
-
 class TVNet(nn.Module):
     """TVNet / TV-L1 optical flow: `flow = model(frame0, frame1)`.
 
@@ -187,7 +180,11 @@ class TVNet(nn.Module):
         self.u0 = nn.Parameter(torch.zeros(1, 2, *self.config.u0_grid, dtype=f))  # pixels
         # tau, lambda, theta = config value * exp(log-multiplier); 0-d, untrained = exactly config
         self.log_scalars = nn.ParameterDict({k: nn.Parameter(torch.zeros((), dtype=f)) for k in SCALARS})
-        self.fused = True  # inference runs the compiled kernel (`native.py`/`fused.py`); False = PyTorch
+        # Inference kernel (`kernels`): "auto" (C on CPU, Triton on CUDA, or $TVNET_BACKEND),
+        # "torch", "c" or "triton". Training always runs the differentiable PyTorch step.
+        self.backend = "auto"
+        self.last_backend: str | None = None  # the backend the last forward ran
+        self._host_cache: dict[str, tuple] = {}  # host copies of parameters, keyed by version
         # Training: recompute each iteration in backward instead of storing its ~15
         # intermediates (about 4x less memory for ~1.3x compute; same gradients).
         self.checkpoint = True
@@ -248,13 +245,30 @@ class TVNet(nn.Module):
         logs = torch.stack([self.log_scalars[k].detach() for k in SCALARS]).tolist()
         return {k: getattr(self.config, k) * math.exp(v) for k, v in zip(SCALARS, logs)}
 
+    def _host_value(self, name: str, params: list[torch.Tensor], read: Callable[[], object]):
+        """`read()` (a device read), cached until one of `params` changes (in place, by an
+        optimiser or load_state_dict, or replaced by `.to()`): inference forwards then make
+        no host read at all."""
+        key = tuple((p._version, p.data_ptr(), p.device) for p in params)
+        hit = self._host_cache.get(name)
+        if hit is None or hit[0] != key:
+            hit = (key, read())
+            self._host_cache[name] = hit
+        return hit[1]
+
     def solver_scalars(self) -> tuple:
         """(tau, lam, theta) for the solver: 0-d tensors while they train, floats otherwise
         (exactly the config's while untrained)."""
         if torch.is_grad_enabled() and any(p.requires_grad for p in self.scalar_parameters()):
             return tuple(getattr(self.config, k) * self.log_scalars[k].exp() for k in SCALARS)
-        values = self.scalar_values()
+        values = self._host_value("scalars", self.scalar_parameters(), self.scalar_values)
         return tuple(values[k] for k in SCALARS)
+
+    def u0_is_zero(self) -> bool:
+        """True while u0 is untrained (all zeros): the first warp is then skipped."""
+        if self.u0.requires_grad and torch.is_grad_enabled():
+            return False
+        return self._host_value("u0_zero", [self.u0], lambda: not bool(self.u0.detach().any()))
 
     def set_trainable(self, which: str) -> None:
         """`which`: "all" (filters, u0, scalars), "none", or parts joined by "+" from
@@ -284,9 +298,8 @@ class TVNet(nn.Module):
 
     def initial_flow(self, size: tuple[int, int], full: tuple[int, int], batch: int) -> torch.Tensor:
         """u0 resampled to a pyramid level of `size`, in that level's pixels `(B, 2, h, w)`."""
-        u0 = ops.resize(self.u0, size)
-        scale = torch.tensor([size[1] / full[1], size[0] / full[0]], dtype=u0.dtype, device=u0.device)
-        return (u0 * scale.view(1, 2, 1, 1)).expand(batch, -1, -1, -1)
+        u0 = ops.scale_flow(ops.resize(self.u0, size), size[1] / full[1], size[0] / full[0])
+        return u0.expand(batch, -1, -1, -1)
 
     def solve(self, i0: torch.Tensor, i1: torch.Tensor) -> torch.Tensor:
         """Coarse-to-fine TV-L1 on prepared grey frames `(B, 1, H, W)` -> flow `(B, 2, H, W)`."""
@@ -297,14 +310,19 @@ class TVNet(nn.Module):
         needs_grad = torch.is_grad_enabled() and (
             i0.requires_grad or i1.requires_grad or any(p.requires_grad for p in self.parameters()))
         if not needs_grad:  # inference, or a frozen TVNet on frozen inputs
-            iterate = fast_iterate(i0.device, i0.dtype) if self.fused else stepwise()
+            self.last_backend = kernels.resolve(self.backend, i0.device, i0.dtype)
+            iterate = kernels.iterate_for(self.last_backend) or stepwise()
         else:
+            self.last_backend = "torch"
             iterate = stepwise(_checkpointed_step if self.checkpoint else tv_l1_step)
-        scalars = self.solver_scalars()  # once, not per level (a device read on a GPU)
+        scalars = self.solver_scalars()  # host floats, cached: no device read per forward
+        u_is_zero = self.u0_is_zero()
         u = self.initial_flow(sizes[-1], (h, w), b)
         for size in reversed(sizes):  # coarsest first; every level resampled from full size
             u = ops.resize_flow(u, size)
-            u = _tv_l1_level(ops.resize(i0, size), ops.resize(i1, size), u, cfg, taps, iterate, scalars)
+            u = _tv_l1_level(ops.resize(i0, size), ops.resize(i1, size), u, cfg, taps, iterate,
+                             scalars, u_is_zero)
+            u_is_zero = False
         return u
 
     def forward(self, frame0: torch.Tensor, frame1: torch.Tensor) -> torch.Tensor:

@@ -1,10 +1,11 @@
 """The CPU TV-L1 kernel (`tvl1_cpu.c`): compiled once per machine, run from Python threads.
 
 The C file is compiled with the system C compiler (`cc`, or `$CC`) in about a second, and
-cached under the kernel cache (`fused.cache_dir()`), keyed by the source, the compiler
-flags and the CPU's instruction set. It is called through ctypes, which releases the GIL,
-so a small thread pool runs images (or row bands of one image) in parallel. Without a
-compiler `iterate` returns None and the caller uses the PyTorch step.
+cached in a private kernel folder (`cache.py`: loaded only from folders and files that this
+user owns and others cannot write), keyed by the source, the compiler flags and the CPU's
+instruction set. It is called through ctypes, which releases the GIL, so a small thread pool
+runs images (or row bands of one image) in parallel. Without a compiler `library()` returns
+None (with the reason in `unavailable`) and the selector says so and uses the PyTorch step.
 """
 
 from __future__ import annotations
@@ -15,20 +16,19 @@ import os
 import platform
 import shutil
 import subprocess
-import tempfile
-import warnings
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import torch
 
-from .fused import cache_dir
+from .cache import kernel_folders, safe_file
 
 SOURCE = Path(__file__).with_name("tvl1_cpu.c")
 FLAGS = ["-O3", "-march=native", "-fno-math-errno", "-fPIC", "-shared", "-std=gnu99"]
 GROUP = 8  # iterations per sweep: rows in flight x 16 planes stay in L2 at video widths
 ROUND = 16  # iterations per round of row bands (ghost rows = ROUND + 2 on each inner side)
 _LIB: list = []  # [CDLL or None] once tried
+unavailable = ""  # why the kernel could not be built or loaded (for the selector's warning)
 _POOL: dict[tuple[int, int], ThreadPoolExecutor] = {}  # (pid, threads) -> pool
 
 
@@ -45,42 +45,51 @@ def _cpu_flags() -> str:
 def _compile(path: Path) -> None:
     cc = os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc") or shutil.which("clang")
     if not cc:
-        raise RuntimeError("no C compiler (cc, gcc or clang) on PATH")
-    path.parent.mkdir(parents=True, exist_ok=True)
+        raise RuntimeError("no C compiler (cc, gcc or clang) on PATH; install gcc or set $CC")
     tmp = path.with_name(f"{path.stem}.{os.getpid()}.tmp.so")
     out = subprocess.run([cc, *FLAGS, "-o", str(tmp), str(SOURCE), "-lm"], capture_output=True, text=True)
     if out.returncode != 0:
         tmp.unlink(missing_ok=True)
         raise RuntimeError(f"{cc} failed: {(out.stderr.strip().splitlines() or [''])[0][:200]}")
+    os.chmod(tmp, 0o700)
     tmp.replace(path)
 
 
+def _key() -> str:
+    src = SOURCE.read_bytes()
+    return hashlib.sha1(src + " ".join(FLAGS).encode() + _cpu_flags().encode()
+                        + platform.machine().encode()).hexdigest()[:16]
+
+
 def library() -> ctypes.CDLL | None:
-    """The compiled kernel, building it on first use; None (with a warning) if impossible."""
+    """The compiled kernel, building it on first use; None if impossible (reason in `unavailable`).
+
+    A cached file is loaded only if `cache.safe_file` accepts it; otherwise it is rebuilt."""
+    global unavailable
     if _LIB:
         return _LIB[0]
-    src = SOURCE.read_bytes()
-    key = hashlib.sha1(src + " ".join(FLAGS).encode() + _cpu_flags().encode()
-                       + platform.machine().encode()).hexdigest()[:16]
-    name = f"tvl1_cpu-{key}.so"
-    try:
-        for folder in (cache_dir(), Path(tempfile.gettempdir()) / f"tvnet-kernels-{os.getuid()}"):
-            path = folder / name
-            try:
-                if not path.is_file():
-                    _compile(path)
+    name = f"tvl1_cpu-{_key()}.so"
+    lib, errors = None, []
+    for folder in kernel_folders():
+        path = folder / name
+        try:
+            if not safe_file(path):
+                _compile(path)
+            if not safe_file(path):
+                raise OSError(f"{path} is not a private file after building it")
+            lib = ctypes.CDLL(str(path))
+            break
+        except (OSError, RuntimeError) as e:  # unwritable folder, no compiler: next folder / give up
+            errors.append(str(e))
+            if isinstance(e, RuntimeError):
                 break
-            except OSError:  # cache folder not writable (read-only home...): try the temp folder
-                continue
-        lib = ctypes.CDLL(str(path))
+    if lib is not None:
         p, i = ctypes.c_void_p, ctypes.c_int
         lib.tvl1_image.argtypes = [i, i, i, i] + [p] * 8
         lib.tvl1_band.argtypes = [i] * 6 + [p] * 11
         lib.tvl1_image.restype = lib.tvl1_band.restype = i
-    except Exception as e:  # noqa: BLE001 - no compiler, read-only cache...: use PyTorch
-        warnings.warn(f"tvnet: CPU TV-L1 kernel unavailable ({e}); using PyTorch, about 10x slower "
-                      "(a C compiler such as gcc, or $CC, enables it)")
-        lib = None
+    else:
+        unavailable = (errors[-1] if errors else "no kernel folder")[:300]
     _LIB.append(lib)
     return lib
 
@@ -118,12 +127,12 @@ def iterate(u: torch.Tensor, px: torch.Tensor, py: torch.Tensor, grad_i: torch.T
     state = [t.detach().contiguous().clone() for t in (u, px, py)]
     fixed = [t.detach().contiguous() for t in (grad_i, grad_sq, rho_c)]
     tap = torch.cat([t.detach().float().reshape(-1) for t in taps]).contiguous()  # (8,)
-    const = torch.tensor([float(c) for c in consts], dtype=torch.float32)
+    const = (ctypes.c_float * 4)(*(float(c) for c in consts))  # host floats: no tensor, no sync
     threads = max(1, torch.get_num_threads())
     nb = _bands(b, h, threads)
     img, one = 2 * h * w * 4, h * w * 4  # bytes per (2, h, w) and (h, w) image
     ptr = [t.data_ptr() for t in state + fixed]
-    extra = (tap.data_ptr(), const.data_ptr())
+    extra = (tap.data_ptr(), ctypes.addressof(const))
 
     def whole(i: int) -> int:
         s = [p + i * img for p in ptr[:4]] + [p + i * one for p in ptr[4:]]
