@@ -92,7 +92,7 @@ def test_resize_flow_rescales_units():
     torch.testing.assert_close(out, torch.full((1, 2, 16, 20), 2.0))
 
 
-@pytest.mark.parametrize("name", ["centred", "forward", "divergence", "warp", "warp_bicubic", "blur",
+@pytest.mark.parametrize("name", ["centred", "forward", "divergence", "warp", "warp_bicubic", "blur", "blur_conv",
                                   "resize", "normalize"])
 def test_gradcheck(name):
     g = torch.Generator().manual_seed(1)
@@ -108,8 +108,19 @@ def test_gradcheck(name):
         "warp": (lambda a, f: ops.warp(a, f), (x, (y * 0.8 + 0.1).detach().requires_grad_())),
         "warp_bicubic": (lambda a, f: ops.warp(a, f, "bicubic"), (x, (y * 0.8 + 0.1).detach().requires_grad_())),
         "blur": (lambda a: ops.gaussian_blur(a, 0.8), (x,)),
+        "blur_conv": (lambda a: ops.gaussian_blur(a, 0.8, shifted=False), (x,)),
         "resize": (lambda a: ops.resize(a, (3, 4)), (x,)),
         "normalize": (lambda a, b: ops.normalize_pair(a[:, :1], b[:, :1]), (x, y)),
     }
     fn, args = fns[name]
     assert torch.autograd.gradcheck(fn, args, eps=1e-6, atol=1e-5)
+
+
+@pytest.mark.parametrize("shape", [(2, 1, 9, 13), (1, 3, 1, 1), (3, 2, 2, 7), (1, 1, 40, 3)])
+def test_blur_by_convolution_equals_blur_by_shifted_sums(shape):
+    """The GPU form (depthwise conv) and the CPU form (shifted sums) of the same gaussian."""
+    x = torch.rand(shape, generator=torch.Generator().manual_seed(3)) * 255
+    torch.testing.assert_close(ops.gaussian_blur(x, 0.8, shifted=False), ops.gaussian_blur(x, 0.8, shifted=True),
+                               rtol=1e-5, atol=1e-4)
+    flat = torch.full(shape, 7.0)  # a constant image stays constant (replicated border, normalised taps)
+    torch.testing.assert_close(ops.gaussian_blur(flat, 0.8, shifted=False), flat)

@@ -66,17 +66,26 @@ def gaussian_kernel1d(sigma: float, radius: int, like: torch.Tensor) -> torch.Te
     return k / k.sum()
 
 
-def gaussian_blur(x: torch.Tensor, sigma: float, radius: int = 2) -> torch.Tensor:
+def gaussian_blur(x: torch.Tensor, sigma: float, radius: int = 2, shifted: bool | None = None) -> torch.Tensor:
     """Separable gaussian smoothing of `(B, C, H, W)`; radius 2 = the authors' 5x5 kernel.
 
     Pads by replicating the border (the authors pad with zeros, which darkens the image
-    border and creates false edges there). Written as weighted sums of shifted views: ~10x
-    faster on the CPU than a depthwise conv2d at these sizes.
+    border and creates false edges there). On the CPU (`shifted` None -> CPU) it is written as
+    weighted sums of shifted views, ~10x faster there than a depthwise conv2d at these sizes;
+    elsewhere (GPU) as two depthwise convolutions: 4 launches that read and write each plane
+    once, instead of ~40 that each stream a whole plane. Both give the same values.
     """
     if sigma <= 0:
         return x
     k = gaussian_kernel1d(sigma, radius, x)
     h, w = x.shape[-2:]
+    if shifted is None:
+        shifted = x.device.type == "cpu"
+    if not shifted:
+        c = x.shape[1]
+        xp = F.pad(x, (radius, radius, radius, radius), mode="replicate")
+        x = F.conv2d(xp, k.view(1, 1, 1, -1).expand(c, 1, 1, -1), groups=c)
+        return F.conv2d(x, k.view(1, 1, -1, 1).expand(c, 1, -1, 1), groups=c)
     xp = F.pad(x, (radius, radius, 0, 0), mode="replicate")
     x = sum(k[i] * xp[..., :, i:i + w] for i in range(2 * radius + 1))
     xp = F.pad(x, (0, 0, radius, radius), mode="replicate")
