@@ -126,7 +126,7 @@ class _Runner:
         from .staging import CPU_BATCH, GPU_BATCH_CAP
 
         # queues sized for the largest batch this device may run (--batch, else staging's default)
-        self.nominal = config.batch or (GPU_BATCH_CAP if device.startswith("cuda") else CPU_BATCH)
+        self.nominal = config.batch or (GPU_BATCH_CAP if str(device).startswith("cuda") else CPU_BATCH)
         self.batch_sizes: dict[tuple[int, ...], int] = {}  # frame shape -> pairs per batch (auto)
         self.in_flight: tuple[list[_Pair], Download] | None = None  # launched, not yet handed off
         self.pairs: queue.Queue = queue.Queue(maxsize=2 * self.nominal + config.decoders)
@@ -263,12 +263,11 @@ class _Runner:
         if shape not in self.batch_sizes:
             import torch
 
-            from ..model import ops
-
-            h, w = shape[:2]
-            levels = ops.pyramid_sizes(h, w, model.config.scales, model.config.zfactor)
+            from ..model.ops import pyramid_sizes
             from .staging import auto_batch
 
+            h, w = shape[:2]
+            levels = pyramid_sizes(h, w, model.config.scales, model.config.zfactor)
             self.batch_sizes[shape] = auto_batch(torch.device(self.device), h, w, levels,
                                                  model.u0.element_size())
         return self.batch_sizes[shape]
@@ -294,9 +293,9 @@ class _Runner:
                 p.video.task_done(self._close)
         if not live:
             return None
-        staged = self.staging.upload([(p.frame0, p.frame1) for p in live],
-                                     self._batch_for(live[0].frame0.shape, model))
         try:
+            staged = self.staging.upload([(p.frame0, p.frame1) for p in live],
+                                         self._batch_for(live[0].frame0.shape, model))
             flow = model.predict(*staged.pairs())  # (B, 2, H, W)
         except torch.cuda.OutOfMemoryError:
             raise TVNetError(f"{self.device}: out of memory for a batch of {len(live)} pairs of "
