@@ -5,6 +5,7 @@ reuse; the automatic batch rule; the whole pipeline against a direct per-pair mo
 from __future__ import annotations
 
 from itertools import islice
+
 import numpy as np
 import pytest
 import torch
