@@ -49,7 +49,10 @@ def _formats(ctx: click.Context, param: click.Parameter, value: tuple[str, ...])
 @click.option("--h5-dtype", type=click.Choice(["float16", "float32", "uint8"]), default="float16",
               help="HDF5 flow dtype (uint8 = quantised with --bound).")
 @click.option("--jpeg-quality", type=int, default=95, help="JPEG quality, 1..100.")
-@click.option("--batch", type=int, default=8, help="Frame pairs per model call (across videos).")
+@click.option("--batch", type=int, default=None,
+              help="Frame pairs per model call (across videos).  [default: 8 on the CPU; on CUDA as "
+                   "many as fit min(4 GiB, free GPU memory / 4) at ~20 float planes per pair per "
+                   "pyramid level, at most 256]")
 @click.option("--fused/--no-fused", default=True, show_default=True,
               help="Compiled TV-L1 kernel (CPU: C, built in seconds once per machine; GPU: AOTInductor, about a minute once); cached. --no-fused = plain PyTorch.")
 @click.option("--gpus", default=None,

@@ -37,7 +37,9 @@ class ExtractConfig(ConfigMixin):
     frames: bool = True  # also write img_%05d.jpg RGB frames (jpeg format)
     h5_dtype: str = "float16"
     jpeg_quality: int = 95
-    batch: int = 8  # pairs per model call
+    batch: int | None = None  # pairs per model call; None = auto: 8 on the CPU; on CUDA as many as
+    # fit min(4 GiB, free device memory / 4) at ~20 float planes per pair per pyramid level, at most
+    # 256 (`extract.staging.auto_batch`; 256 at 340x256 on any GPU with 16 GiB free)
     fused: bool = True  # compiled TV-L1 kernel (native.py / fused.py, cached); False = plain PyTorch
     devices: tuple[str, ...] = ("cpu",)  # one worker process per device when > 1
     overwrite: bool = False
@@ -56,9 +58,9 @@ class ExtractConfig(ConfigMixin):
             raise TVNetError(f"--format must be among {', '.join(FORMATS)}, got {', '.join(bad) or 'none'}")
         if self.h5_dtype not in H5_DTYPES:
             raise TVNetError(f"--h5-dtype must be one of {', '.join(H5_DTYPES)}, not {self.h5_dtype!r}")
-        positive = {"bound": self.bound, "step": self.step, "batch": self.batch,
+        positive = {"bound": self.bound, "step": self.step,
                     "decoders": self.decoders, "writers": self.writers}
-        for opt in ("width", "height", "short_side", "scales", "warps", "iters", "torch_threads"):
+        for opt in ("width", "height", "short_side", "scales", "warps", "iters", "torch_threads", "batch"):
             if getattr(self, opt) is not None:
                 positive[opt] = getattr(self, opt)
         for name, v in positive.items():

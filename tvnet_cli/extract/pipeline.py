@@ -3,8 +3,10 @@
 Pipeline (one process per device):
 
     decoder threads (PyAV, one video each) --pairs--> bounded queue --> batcher (main thread)
-        packs (frame t, frame t+step) pairs across videos into batches of `batch`
-        --> model.predict on the device --> quantise / cast on the device --> bytes to CPU
+        packs (frame t, frame t+step) pairs across videos into batches of `batch`, one frame size each
+        --> staging: each frame uploaded once, pairs formed on the device (`staging.py`)
+        --> model.predict on the device --> quantise / cast on the device --> bytes to CPU,
+            handed to the writers after the next batch was launched (double buffering)
         --> writer thread pool (Pillow JPEG, h5py, .flo, .npy) into a temporary name
         --> rename to the final name when the video's last field is written.
 
@@ -22,6 +24,7 @@ from collections import deque
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -30,6 +33,9 @@ from ..io.video import iter_frames, output_size, probe
 from ..io.writers import DIR_FORMATS, DirOutput, H5Output
 from .config import ExtractConfig, Progress, VideoJob, VideoResult
 from .jobs import final_paths, shard
+
+if TYPE_CHECKING:  # torch is imported on first use, not with the CLI
+    from .staging import Download
 
 
 # ---------------------------------------------------------------------------------------
@@ -117,11 +123,17 @@ class _Runner:
         self.config = config
         self.device = device
         self.progress = progress or (lambda kind, value: None)
-        self.pairs: queue.Queue = queue.Queue(maxsize=2 * config.batch + config.decoders)
+        from .staging import CPU_BATCH, GPU_BATCH_CAP
+
+        # queues sized for the largest batch this device may run (--batch, else staging's default)
+        self.nominal = config.batch or (GPU_BATCH_CAP if str(device).startswith("cuda") else CPU_BATCH)
+        self.batch_sizes: dict[tuple[int, ...], int] = {}  # frame shape -> pairs per batch (auto)
+        self.in_flight: tuple[list[_Pair], Download] | None = None  # launched, not yet handed off
+        self.pairs: queue.Queue = queue.Queue(maxsize=2 * self.nominal + config.decoders)
         self.job_queue: queue.Queue = queue.Queue()
         self.results: list[VideoResult] = []
         self.results_lock = threading.Lock()
-        self.slots = threading.BoundedSemaphore(4 * config.batch + 2 * config.writers)
+        self.slots = threading.BoundedSemaphore(4 * self.nominal + 2 * config.writers)
         self.pool = ThreadPoolExecutor(config.writers, thread_name_prefix="tvnet-write")
         self.model_meta: dict = {}
 
@@ -244,7 +256,33 @@ class _Runner:
             self._record(VideoResult(str(job.src), str(job.rel), "done", frames, flows, job.label))
 
     # -- device side -------------------------------------------------------------------------
+    def _batch_for(self, shape: tuple[int, ...], model) -> int:
+        """Pairs per batch for frames of `shape`: --batch, else `staging.auto_batch`."""
+        if self.config.batch is not None:
+            return self.config.batch
+        if shape not in self.batch_sizes:
+            import torch
+
+            from ..model.ops import pyramid_sizes
+            from .staging import auto_batch
+
+            h, w = shape[:2]
+            levels = pyramid_sizes(h, w, model.config.scales, model.config.zfactor)
+            self.batch_sizes[shape] = auto_batch(torch.device(self.device), h, w, levels,
+                                                 model.u0.element_size())
+        return self.batch_sizes[shape]
+
     def _run_batch(self, model, batch: list[_Pair], wants: set[str]) -> None:
+        """Launch `batch` on the device, then hand the previous batch's fields to the writers
+        (double buffering: the host waits for batch N-1 only once batch N is queued; see
+        `staging` for the timeline)."""
+        launched = self._launch(model, batch, wants)
+        self._hand_off()
+        self.in_flight = launched
+
+    def _launch(self, model, batch: list[_Pair], wants: set[str]) -> tuple[list[_Pair], Download] | None:
+        """Upload the live pairs of `batch` (each frame once), run TVNet, quantise / cast on
+        the device and start the download. No host wait here (besides the model's own)."""
         import torch
 
         from ..io.quantize import quantize
@@ -254,21 +292,30 @@ class _Runner:
             if p.video.failed:
                 p.video.task_done(self._close)
         if not live:
-            return
-        f0 = torch.from_numpy(np.stack([p.frame0 for p in live])).to(self.device)  # (B, H, W, 3)
-        f1 = torch.from_numpy(np.stack([p.frame1 for p in live])).to(self.device)
+            return None
         try:
-            flow = model.predict(f0.permute(0, 3, 1, 2), f1.permute(0, 3, 1, 2))  # (B, 2, H, W)
+            staged = self.staging.upload([(p.frame0, p.frame1) for p in live],
+                                         self._batch_for(live[0].frame0.shape, model))
+            flow = model.predict(*staged.pairs())  # (B, 2, H, W)
         except torch.cuda.OutOfMemoryError:
             raise TVNetError(f"{self.device}: out of memory for a batch of {len(live)} pairs of "
-                             f"{tuple(f0.shape[1:3])} frames; use a smaller --batch or size") from None
-        rep: dict[str, np.ndarray] = {}
+                             f"{live[0].frame0.shape[:2]} frames; use a smaller --batch or size") from None
+        rep: dict[str, torch.Tensor] = {}
         if "q" in wants:
-            rep["q"] = quantize(flow, self.config.bound).cpu().numpy()  # (B, 2, H, W) uint8
+            rep["q"] = quantize(flow, self.config.bound)  # (B, 2, H, W) uint8
         if "f16" in wants:
-            rep["f16"] = flow.half().cpu().numpy()
+            rep["f16"] = flow.half()
         if "f32" in wants:
-            rep["f32"] = flow.float().cpu().numpy()
+            rep["f32"] = flow.float()
+        return live, self.staging.download(staged, rep)
+
+    def _hand_off(self) -> None:
+        """Wait for the batch in flight (its event) and submit its fields to the writers."""
+        if self.in_flight is None:
+            return
+        live, download = self.in_flight
+        self.in_flight = None
+        rep = download.wait()  # (B, 2, H, W) numpy each
         for i, p in enumerate(live):
             fields = {k: v[i] for k, v in rep.items()}  # (2, H, W) each
             p.video.add_pending()
@@ -290,8 +337,11 @@ class _Runner:
             torch.set_num_threads(threads_before)  # a library call leaves the caller's setting
 
     def _run(self, model) -> list[VideoResult]:
+        from .staging import Staging
+
         c = self.config
         self.model_meta = _model_meta(c, model)
+        self.staging = Staging(self.device)
         wants = {"q"} if "jpeg" in c.formats else set()
         if "flo" in c.formats or "npy" in c.formats:
             wants.add("f32")
@@ -313,12 +363,14 @@ class _Runner:
                     continue
                 key = item.frame0.shape
                 buckets.setdefault(key, []).append(item)
-                if len(buckets[key]) >= c.batch:
+                if len(buckets[key]) >= self._batch_for(key, model):
                     self._run_batch(model, buckets.pop(key), wants)
-                elif sum(map(len, buckets.values())) > 2 * c.batch:  # many sizes: bound memory
+                elif sum(map(len, buckets.values())) > 2 * max(self._batch_for(k, model) for k in buckets):
+                    # many sizes: bound memory
                     self._run_batch(model, buckets.pop(max(buckets, key=lambda k: len(buckets[k]))), wants)
             for key in list(buckets):
                 self._run_batch(model, buckets.pop(key), wants)
+            self._hand_off()  # the last batch
             for t in threads:
                 t.join()
         finally:
