@@ -297,14 +297,14 @@ def train_action(config: ActionTrainConfig, progress: Progress | None = None, re
     Under torchrun: one DDP process per device (nccl on CUDA, gloo on the CPU)."""
     env = DistEnv.from_env()
     device = resolve_devices(config.device, None, env)[0]
-    if env.distributed:
-        import torch.distributed as dist
+    if config.batch % env.world_size:
+        raise TVNetError(f"batch {config.batch} is not divisible by {env.world_size} processes")
+    with on_device(device, config.threads):  # bound before NCCL makes its communicator
+        if env.distributed:
+            import torch.distributed as dist
 
-        if config.batch % env.world_size:
-            raise TVNetError(f"batch {config.batch} is not divisible by {env.world_size} processes")
-        if not dist.is_initialized():
-            dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
-    with on_device(device, config.threads):
+            if not dist.is_initialized():
+                dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
         return _train(config, device, env, progress, resume)
 
 
