@@ -12,8 +12,7 @@ from PIL import Image
 
 from tvnet_cli.cli import main
 from tvnet_cli.errors import TVNetError
-from tvnet_cli.extract import (ExtractConfig, assign_labels, collect_videos, extract, parse_gpus,
-                               read_classes, shard, torchrun_shard)
+from tvnet_cli.extract import ExtractConfig, assign_labels, collect_videos, extract, read_classes, shard
 from tvnet_cli.io.quantize import dequantize
 from tvnet_cli.io.video import write_video
 
@@ -164,24 +163,14 @@ def test_collect_labels_and_clashes(tmp_path):
     assert read_classes(c) == {"B": 0, "A": 1}
 
 
-def test_shard_and_devices():
+def test_shard():
     items = list(range(10))
     shards = [shard(items, r, 3) for r in range(3)]
     assert shards == [[0, 3, 6, 9], [1, 4, 7], [2, 5, 8]]
     assert sorted(sum(shards, [])) == items
     with pytest.raises(TVNetError):
         shard(items, 3, 3)
-    assert torchrun_shard({}) == (0, 1)
-    assert torchrun_shard({"RANK": "2", "WORLD_SIZE": "4"}) == (2, 4)
-    assert parse_gpus(None, 0) == ("cpu",)
-    assert parse_gpus(None, 2) == ("cuda:0",)
-    assert parse_gpus(None, 2, local_rank=1) == ("cuda:1",)
-    assert parse_gpus("", 2) == ("cpu",)
-    assert parse_gpus("0,1", 2) == ("cuda:0", "cuda:1")
-    with pytest.raises(TVNetError, match="GPU 2 not available"):
-        parse_gpus("0,2", 2)
-    with pytest.raises(TVNetError):
-        parse_gpus("a", 2)
+    # devices and the torchrun environment: tests/test_runtime.py
 
 
 def test_torchrun_rank_writes_its_shard_and_lists(tmp_path):

@@ -17,6 +17,7 @@ from .errors import TVNetError
 from .io.datasets import FlowPair, PairData, find_pairs, load_pair
 from .metrics import flow_errors, mean_errors
 from .model import TVNet
+from .runtime import load_model, on_device, resolve_devices
 
 
 @dataclass(frozen=True)
@@ -26,6 +27,8 @@ class EpeConfig(ConfigMixin):
     data: str
     layout: str | None = None  # None = detect
     model: str = "tvnet-50"  # preset name or weights file (.pt)
+    device: str = "auto"  # auto (CUDA where present) | cpu | cuda | cuda:N (runtime.resolve_devices)
+    backend: str = "auto"  # TV-L1 kernel: auto | torch | c | triton
     sintel_pass: str = "clean"
     kitti_gt: str = "flow_occ"
     save_flow: str | None = None  # folder for the predicted .flo files
@@ -72,11 +75,13 @@ class Prediction:
 
 
 def predictions(model: TVNet, pairs: Iterable[FlowPair | PairData], scale: float = 1.0) -> Iterator[Prediction]:
-    """Run `model.predict` on each pair (at `scale`) and measure it against the ground truth."""
+    """Run `model.predict` on each pair (at `scale`, on the model's device) and measure it
+    against the ground truth."""
+    device = model.u0.device
     for p in pairs:
         d = load_pair(p) if isinstance(p, FlowPair) else p
         f0, f1, gt, valid = pair_tensors(d, scale)
-        flow = model.predict(f0, f1)[0].permute(1, 2, 0).numpy()  # (h, w, 2)
+        flow = model.predict(f0.to(device), f1.to(device))[0].permute(1, 2, 0).cpu().numpy()  # (h, w, 2)
         yield Prediction(d, flow, flow_errors(flow, gt[0].permute(1, 2, 0).numpy(), valid[0, 0].numpy() > 0))
 
 
@@ -107,33 +112,24 @@ def _opencv_flow(cfg_model, f0: np.ndarray, f1: np.ndarray) -> np.ndarray:
     return tvl1.calc(g0, g1, None)
 
 
-def load_model(spec: str) -> TVNet:
-    """A TVNet from a preset name or a weights file path."""
-    p = Path(spec)
-    if p.suffix == ".pt" or p.is_file():
-        return TVNet.from_file(p)
-    return TVNet.from_preset(spec)
-
-
 def evaluate_dataset(cfg: EpeConfig, progress: Callable[[int, int, str], None] | None = None) -> dict:
     """EPE/AAE/outliers of a model (and optionally OpenCV TV-L1) on every ground-truth pair.
 
     Returns {"layout", "model", "config", "rows": [{"name", metrics...}], "mean": {...},
     "skipped": [names without ground truth], and with OpenCV "opencv_rows", "opencv_mean"}.
-    torch's thread count is set to `cfg.threads` while it runs and restored afterwards.
+    Runs on `cfg.device` with torch's threads set to `cfg.threads` (both restored afterwards).
     """
     from .io.flowio import write_flo
 
-    model = load_model(cfg.model)
+    device = resolve_devices(cfg.device)[0]
+    model = load_model(cfg.model, backend=cfg.backend).to(device).eval()
     layout, pairs = find_pairs(cfg.data, cfg.layout, sintel_pass=cfg.sintel_pass, kitti_gt=cfg.kitti_gt)
     skipped = [p.name for p in pairs if p.gt is None]
     pairs = [p for p in pairs if p.gt is not None]
     if not pairs:
         raise TVNetError(f"{cfg.data}: no pair has ground-truth flow ({layout} layout)")
     rows, cv_rows = [], []
-    threads = torch.get_num_threads()
-    torch.set_num_threads(max(1, cfg.threads))
-    try:
+    with on_device(device, cfg.threads):
         for i, pr in enumerate(predictions(model, pairs)):
             if progress:
                 progress(i, len(pairs), pr.pair.name)
@@ -146,11 +142,10 @@ def evaluate_dataset(cfg: EpeConfig, progress: Callable[[int, int, str], None] |
                 d = pr.pair
                 cv_rows.append({"name": d.name, **flow_errors(_opencv_flow(model.config, d.frame0, d.frame1),
                                                               d.gt, d.valid)})
-    finally:
-        torch.set_num_threads(threads)
     if progress:
         progress(len(pairs), len(pairs), "")
-    out = {"layout": layout, "data": str(cfg.data), "model": cfg.model, "config": model.config.to_dict(),
+    out = {"layout": layout, "data": str(cfg.data), "model": cfg.model, "device": str(device),
+           "config": model.config.to_dict(),
            "rows": rows, "mean": mean_errors(rows), "skipped": skipped}
     if cfg.compare_opencv:
         out["opencv_rows"] = cv_rows

@@ -14,7 +14,6 @@ from __future__ import annotations
 import csv
 import json
 import math
-import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -31,12 +30,12 @@ from .classifier import ActionModel, ClassifierConfig
 from .errors import TVNetError
 from .io.datasets_action import (ClipDataset, ClipSpec, VideoItem, batch_plan, check_videos,
                                  parse_hmdb51, parse_list, parse_ucf101)
-from .model import TVNet
+from .runtime import DistEnv, load_model, on_device, resolve_devices
 
 CHECKPOINT_VERSION = 1
 # settings that may differ on --resume without changing the training trajectory
 RESUME_MAY_CHANGE = ("steps", "out", "root", "annotations", "workers", "cache_videos", "checkpoint_every",
-                     "log_every", "device", "test_segments", "test_crops", "eval_batch")
+                     "log_every", "device", "threads", "test_segments", "test_crops", "eval_batch")
 Progress = Callable[[int, int, dict], None]  # (done, total, metrics)
 
 # the paper's schedules (Sec. 5.2): max steps and lr decay steps per dataset
@@ -86,7 +85,8 @@ class ActionTrainConfig(ConfigMixin):
     lr_gamma: float = 0.1
     grad_clip: float = 20.0  # max gradient norm (TSN flow: 20); 0 = off
     amp: bool = True  # mixed precision (CUDA only)
-    device: str = "auto"
+    device: str = "auto"  # auto | cpu | cuda | cuda:N; under torchrun auto = cuda:LOCAL_RANK (or cpu)
+    threads: int | None = None  # torch CPU threads while it runs (None = torch's)
     seed: int = 0
     workers: int = 4
     cache_videos: int = 0  # decoded videos kept in memory per worker
@@ -155,7 +155,7 @@ class _Plans:
 # -- model ---------------------------------------------------------------------------------------
 def build_model(config: ActionTrainConfig, num_classes: int) -> ActionModel:
     """TVNet (preset or weights file) + classifier, with TVNet's trainable parts set."""
-    tvnet = TVNet.from_file(config.weights) if config.weights else TVNet.from_preset(config.tvnet)
+    tvnet = load_model(config.weights or config.tvnet)
     cls_cfg = ClassifierConfig(config.depth, config.width, config.dropout)
     model = ActionModel(tvnet, num_classes, config.length, config.modality, cls_cfg, config.flow_bound,
                         config.checkpoint_pairs)
@@ -178,20 +178,6 @@ def make_optimizer(model: ActionModel, config: ActionTrainConfig) -> torch.optim
 def lr_at(config: ActionTrainConfig, step: int) -> float:
     """Base learning rate at `step` (0-based): step decays by lr_gamma."""
     return config.lr * config.lr_gamma ** sum(step >= s for s in config.lr_steps)
-
-
-def _device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
-
-
-def _dist_info() -> tuple[int, int, int]:
-    """(rank, world size, local rank) from torchrun's environment; (0, 1, 0) otherwise."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world <= 1:
-        return 0, 1, 0
-    return int(os.environ["RANK"]), world, int(os.environ.get("LOCAL_RANK", "0"))
 
 
 # -- checkpoints --------------------------------------------------------------------------------
@@ -307,21 +293,24 @@ def plot_confusion(matrix: np.ndarray, classes: tuple[str, ...], path: Path) -> 
 def train_action(config: ActionTrainConfig, progress: Progress | None = None, resume: bool = False) -> dict:
     """Train; returns {"step", "loss", "acc", "checkpoint", "tvnet"}. Writes under `config.out`:
     `checkpoint.pt` (every `checkpoint_every` steps and at the end), `log.csv`, `curve.png`,
-    `tvnet.pt` (the trained TVNet alone, for `tvnet extract --weights`), `train.json`."""
-    rank, world, local = _dist_info()
-    if world > 1:
-        import torch.distributed as dist
+    `tvnet.pt` (the trained TVNet alone, for `tvnet extract --weights`), `train.json`.
+    Under torchrun: one DDP process per device (nccl on CUDA, gloo on the CPU)."""
+    env = DistEnv.from_env()
+    device = resolve_devices(config.device, None, env)[0]
+    if config.batch % env.world_size:
+        raise TVNetError(f"batch {config.batch} is not divisible by {env.world_size} processes")
+    with on_device(device, config.threads):  # bound before NCCL makes its communicator
+        if env.distributed:
+            import torch.distributed as dist
 
-        backend = "nccl" if torch.cuda.is_available() else "gloo"
-        if not dist.is_initialized():
-            dist.init_process_group(backend)
-        device = torch.device(f"cuda:{local}") if backend == "nccl" else torch.device("cpu")
-        if backend == "nccl":
-            torch.cuda.set_device(device)
-        if config.batch % world:
-            raise TVNetError(f"batch {config.batch} is not divisible by {world} processes")
-    else:
-        device = _device(config.device)
+            if not dist.is_initialized():
+                dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+        return _train(config, device, env, progress, resume)
+
+
+def _train(config: ActionTrainConfig, device: torch.device, env: DistEnv, progress: Progress | None,
+           resume: bool) -> dict:
+    rank, world = env.rank, env.world_size
     out = Path(config.out)
     out.mkdir(parents=True, exist_ok=True)
     ckpt_path = out / "checkpoint.pt"
@@ -467,9 +456,11 @@ def evaluate_model(model: ActionModel, dataset: ClipDataset, num_classes: int, s
 def evaluate_action(checkpoint: str | Path, root: str | None = None, annotations: str | None = None,
                     test_list: str | None = None, segments: int | None = None, crops: int | None = None,
                     out: str | Path | None = None, device: str = "auto", workers: int = 0,
-                    progress: Progress | None = None) -> dict:
+                    progress: Progress | None = None, threads: int | None = None) -> dict:
     """Evaluate a checkpoint on its split's test list (or `test_list`); writes
-    `eval.json` and `confusion.png` into `out` (default: the checkpoint's folder)."""
+    `eval.json` and `confusion.png` into `out` (default: the checkpoint's folder).
+    Runs on `device` (runtime.resolve_devices) with `threads` torch threads, both restored."""
+    dev = resolve_devices(device)[0]
     model, config, classes, _ = model_from_checkpoint(Path(checkpoint))
     changes = {k: v for k, v in (("root", root), ("annotations", annotations), ("test_list", test_list))
                if v is not None}
@@ -482,11 +473,11 @@ def evaluate_action(checkpoint: str | Path, root: str | None = None, annotations
         check_videos(items, Path(config.root), "test video")
     if not items:
         raise TVNetError(f"{checkpoint}: no test videos (pass --test-list FILE)")
-    dev = _device(device)
     model.to(dev)
     dataset = ClipDataset(Path(config.root), items, config.clip_spec)
-    res = evaluate_model(model, dataset, len(classes), segments or config.test_segments,
-                         crops or config.test_crops, config.eval_batch, dev, workers, progress)
+    with on_device(dev, threads):
+        res = evaluate_model(model, dataset, len(classes), segments or config.test_segments,
+                             crops or config.test_crops, config.eval_batch, dev, workers, progress)
     out = Path(out) if out is not None else Path(checkpoint).parent
     out.mkdir(parents=True, exist_ok=True)
     plot_confusion(res["confusion"], classes, out / "confusion.png")

@@ -28,6 +28,7 @@ from .evaluate import evaluate_pairs, frame_tensor, pair_tensors
 from .io.datasets import FlowPair, find_pairs, load_pair
 from .model import TVNet, tvl1_energy
 from .model.tvnet import TRAINABLE_PARTS
+from .runtime import load_model, on_device, resolve_devices
 
 CKPT_VERSION = 1
 TRAINABLE = ("all", *TRAINABLE_PARTS)  # or parts joined by "+", e.g. "filters+scalars"
@@ -69,6 +70,8 @@ class TrainFlowConfig(ConfigMixin):
     checkpoint_every: int = 100
     seed: int = 0
     threads: int = 2  # torch CPU threads
+    device: str = "auto"  # auto (CUDA where present) | cpu | cuda | cuda:N (runtime.resolve_devices)
+    backend: str = "auto"  # TV-L1 kernel of the inference runs (evaluation): auto | torch | c | triton
 
     def __post_init__(self) -> None:
         if self.train != "all" and not set(self.train.split("+")) <= set(TRAINABLE_PARTS):
@@ -195,12 +198,10 @@ def u0_penalty(model: TVNet, cfg: TrainFlowConfig) -> torch.Tensor | float:
 
 
 # -- training ----------------------------------------------------------------------------------
-def _make_model(cfg: TrainFlowConfig) -> TVNet:
-    init = Path(cfg.init)
-    kw = {k: v for k, v in (("smooth_sigma", cfg.smooth_sigma), ("theta", cfg.theta)) if v is not None}
-    model = TVNet.from_file(init, **kw) if init.suffix == ".pt" else TVNet.from_preset(cfg.init, **kw)
+def _make_model(cfg: TrainFlowConfig, device: torch.device) -> TVNet:
+    model = load_model(cfg.init, {"smooth_sigma": cfg.smooth_sigma, "theta": cfg.theta}, cfg.backend)
     model.set_trainable(cfg.train)
-    return model
+    return model.to(device)
 
 
 def _make_optimizer(cfg: TrainFlowConfig, model: TVNet) -> torch.optim.Optimizer:
@@ -266,11 +267,17 @@ def _load_checkpoint(path: Path, cfg: TrainFlowConfig) -> dict:
 
 def train_flow(cfg: TrainFlowConfig, out: str | Path, *, resume: bool = False,
                progress: ProgressFn | None = None) -> TrainResult:
-    """Train a TVNet as `cfg` says and save it to `out` (see module docstring)."""
-    out = Path(out)
-    torch.set_num_threads(max(1, cfg.threads))
-    gen = torch.Generator().manual_seed(cfg.seed)
-    model = _make_model(cfg)
+    """Train a TVNet as `cfg` says and save it to `out` (see module docstring), on
+    `cfg.device` with `cfg.threads` torch threads (both restored afterwards)."""
+    device = resolve_devices(cfg.device)[0]
+    with on_device(device, cfg.threads):
+        return _train(cfg, Path(out), device, resume, progress)
+
+
+def _train(cfg: TrainFlowConfig, out: Path, device: torch.device, resume: bool,
+           progress: ProgressFn | None) -> TrainResult:
+    gen = torch.Generator().manual_seed(cfg.seed)  # CPU generator: the same draws on any device
+    model = _make_model(cfg, device)
     opt = _make_optimizer(cfg, model)
 
     if cfg.unsupervised:
@@ -312,12 +319,12 @@ def train_flow(cfg: TrainFlowConfig, out: str | Path, *, resume: bool = False,
         for _ in range(cfg.batch):  # gradient accumulation: pairs may differ in size
             i = int(torch.randint(0, len(train_items or train_pairs), (1,), generator=gen))
             if cfg.unsupervised:
-                f0, f1 = _crop_flip(list(train_items[i]), cfg, gen, None)
+                f0, f1 = (t.to(device) for t in _crop_flip(list(train_items[i]), cfg, gen, None))
                 flow = model(f0, f1)  # (1, 2, h, w)
                 loss = tvl1_energy(flow, *model.prepare(f0, f1), lam=model.config.lam).mean()
             else:
                 item = train_items[i] if train_items is not None else pair_tensors(load_pair(train_pairs[i]), cfg.scale)
-                f0, f1, gt, valid = _crop_flip(list(item), cfg, gen, 2)
+                f0, f1, gt, valid = (t.to(device) for t in _crop_flip(list(item), cfg, gen, 2))
                 flow = model(f0, f1)
                 epe = torch.sqrt(((flow - gt) ** 2).sum(dim=1, keepdim=True) + 1e-8)  # (1, 1, h, w)
                 loss = (epe * valid).sum() / valid.sum().clamp_min(1.0)

@@ -8,6 +8,8 @@ from pathlib import Path
 
 import click
 
+from .common import check_devices, device_option
+
 
 @contextlib.contextmanager
 def _progress(description: str, total: int | None = None):
@@ -24,13 +26,6 @@ def _progress(description: str, total: int | None = None):
             bar.update(task, completed=done, total=total, info=info)
 
         yield update
-
-
-def _threads(n: int | None) -> None:
-    import torch
-
-    if n:
-        torch.set_num_threads(n)
 
 
 def _print_eval(res: dict, classes_n: int) -> None:
@@ -72,7 +67,7 @@ def _print_eval(res: dict, classes_n: int) -> None:
 @click.option("--checkpoint-pairs", type=int, default=0, show_default=True,
               help="Recompute TVNet in the backward pass, this many frame pairs a chunk (saves memory).")
 @click.option("--amp/--no-amp", default=True, show_default=True, help="Mixed precision (CUDA only).")
-@click.option("--device", default="auto", show_default=True)
+@device_option
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--workers", type=int, default=4, show_default=True, help="Data loader processes.")
 @click.option("--cache-videos", type=int, default=0, show_default=True, help="Decoded videos kept per worker.")
@@ -84,11 +79,12 @@ def _print_eval(res: dict, classes_n: int) -> None:
 @click.option("--test-segments", type=int, default=25, show_default=True)
 @click.option("--test-crops", type=click.Choice(["1", "10"]), default="1", show_default=True)
 @click.option("--threads", type=int, help="torch CPU threads.")
-def train_action(resume: bool, eval_only: bool, no_eval: bool, threads: int | None, steps: int | None,
+def train_action(resume: bool, eval_only: bool, no_eval: bool, steps: int | None,
                  lr_steps: str | None, depth: str, test_crops: str, **kw) -> None:
     """Train TVNet + a classifier end to end on UCF101 / HMDB51 / a list (paper Sec. 5.2)."""
-    _threads(threads)
+    check_devices(kw["device"])
     from ..errors import TVNetError
+    from ..runtime import DistEnv
     from ..train_action import PAPER_SCHEDULE, ActionTrainConfig, evaluate_action
     from ..train_action import train_action as run
 
@@ -105,9 +101,7 @@ def train_action(resume: bool, eval_only: bool, no_eval: bool, threads: int | No
                                test_crops=int(test_crops), **kw)
     ckpt = Path(config.out) / "checkpoint.pt"
     if not eval_only:
-        from ..train_action import _dist_info
-
-        if _dist_info()[0] != 0:  # other torchrun ranks train silently; rank 0 reports and tests
+        if DistEnv.from_env().rank != 0:  # other torchrun ranks train silently; rank 0 reports and tests
             run(config, resume=resume)
             return
         with _progress("train") as cb:
@@ -119,8 +113,8 @@ def train_action(resume: bool, eval_only: bool, no_eval: bool, threads: int | No
     with _progress("test") as cb:
         ev = evaluate_action(ckpt, root=config.root, annotations=config.annotations,
                              test_list=config.test_list if config.dataset == "list" else None,
-                             segments=config.test_segments, crops=config.test_crops,
-                             workers=config.workers, progress=cb)
+                             segments=config.test_segments, crops=config.test_crops, device=config.device,
+                             workers=config.workers, progress=cb, threads=config.threads)
     _print_eval(ev, ev["confusion"].shape[0])
     click.echo(f"confusion matrix: {Path(config.out) / 'confusion.png'}")
 
@@ -134,20 +128,20 @@ def train_action(resume: bool, eval_only: bool, no_eval: bool, threads: int | No
 @click.option("--crops", type=click.Choice(["1", "10"]), default="1", show_default=True,
               help="1 = centre crop, 10 = 4 corners + centre, flipped.")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), help="Where eval.json/confusion.png go.")
-@click.option("--device", default="auto", show_default=True)
+@device_option
 @click.option("--workers", type=int, default=2, show_default=True)
 @click.option("--threads", type=int, help="torch CPU threads.")
 def eval_action(checkpoint: Path, root, annotations, test_list, segments: int, crops: str, out, device: str,
                 workers: int, threads: int | None) -> None:
     """TSN test protocol on a train-action checkpoint: top-1/top-5, mean class accuracy, confusion PNG."""
-    _threads(threads)
+    check_devices(device)
     from ..train_action import evaluate_action
 
     s = (lambda p: None if p is None else str(p))
     with _progress("test") as cb:
         ev = evaluate_action(checkpoint, root=s(root), annotations=s(annotations), test_list=s(test_list),
                              segments=segments, crops=int(crops), out=out, device=device,
-                             workers=workers, progress=cb)
+                             workers=workers, progress=cb, threads=threads)
     _print_eval(ev, ev["confusion"].shape[0])
     click.echo(f"confusion matrix: {(out or checkpoint.parent) / 'confusion.png'}")
 

@@ -5,11 +5,12 @@ rich lives here only: the library reports progress through a callback.
 
 from __future__ import annotations
 
-import os
 import sys
 from pathlib import Path
 
 import click
+
+from .common import OptionError, backend_option, check_devices
 
 FORMAT_CHOICES = ("jpeg", "h5", "flo", "npy")
 
@@ -53,11 +54,12 @@ def _formats(ctx: click.Context, param: click.Parameter, value: tuple[str, ...])
               help="Frame pairs per model call (across videos).  [default: 8 on the CPU; on CUDA as "
                    "many as fit min(4 GiB, free GPU memory / 4) at ~20 float planes per pair per "
                    "pyramid level, at most 256]")
-@click.option("--fused/--no-fused", default=True, show_default=True,
-              help="Compiled TV-L1 kernel (CPU: C, built in seconds once per machine; GPU: AOTInductor, about a minute once); cached. --no-fused = plain PyTorch.")
+@backend_option
 @click.option("--gpus", default=None,
               help="GPU ids, e.g. 0,1 (one worker process each); \"\" = CPU.  "
                    "[default: GPU 0 if CUDA is available, else CPU; cuda:LOCAL_RANK under torchrun]")
+@click.option("--device", default=None,
+              help="One device instead of --gpus: cpu, cuda, cuda:N, mps or auto (as the --gpus default).")
 @click.option("--procs-per-device", type=int, default=1,
               help="Worker processes per device. On a GPU, 2-4 processes decode and encode on more "
                    "CPU cores while they share the GPU; on the CPU they split the cores.")
@@ -71,8 +73,8 @@ def _formats(ctx: click.Context, param: click.Parameter, value: tuple[str, ...])
 def extract(inputs: tuple[str, ...], out: Path, formats: tuple[str, ...], preset: str,
             scales: int | None, warps: int | None, iters: int | None, weights: Path | None,
             bound: float, step: int, width: int | None, height: int | None, short_side: int | None,
-            start_index: int, no_frames: bool, h5_dtype: str, jpeg_quality: int, batch: int, fused: bool,
-            gpus: str | None, procs_per_device: int, classes: Path | None, overwrite: bool, decoders: int, writers: int,
+            start_index: int, no_frames: bool, h5_dtype: str, jpeg_quality: int, batch: int | None, backend: str,
+            gpus: str | None, device: str | None, procs_per_device: int, classes: Path | None, overwrite: bool, decoders: int, writers: int,
             threads: int | None) -> None:
     """Compute optical flow for videos, folders of videos (recursive) or @list.txt files.
 
@@ -80,19 +82,17 @@ def extract(inputs: tuple[str, ...], out: Path, formats: tuple[str, ...], preset
     OUT/ApplyEyeMakeup/v_x/flow_x_00001.jpg ... Re-running skips complete videos.
     Exit status 1 when any video failed (see OUT/failures.txt), 2 for usage errors.
     """
-    import torch
-
     from ..errors import TVNetError
-    from ..extract import ExtractConfig, build_model, check_output, extract as run_extract, parse_gpus, torchrun_shard
+    from ..extract import ExtractConfig, build_model, check_output, extract as run_extract
+    from ..runtime import DistEnv
 
     for inp in inputs:
         p = Path(inp[1:] if inp.startswith("@") else inp)
         if not p.exists():
             raise click.BadParameter(f"{p}: not found", param_hint="INPUTS")
+    devices = check_devices(device, gpus)
     try:
-        rank, world = torchrun_shard()
-        local = os.environ.get("LOCAL_RANK")
-        devices = parse_gpus(gpus, torch.cuda.device_count(), int(local) if local else None)
+        env = DistEnv.from_env()
         if procs_per_device < 1:
             raise TVNetError(f"--procs-per-device must be >= 1, not {procs_per_device}")
         devices = tuple(d for d in devices for _ in range(procs_per_device))
@@ -100,11 +100,11 @@ def extract(inputs: tuple[str, ...], out: Path, formats: tuple[str, ...], preset
             out=out, formats=formats, preset=preset, scales=scales, warps=warps, iters=iters,
             weights=weights, bound=bound, step=step, width=width, height=height,
             short_side=short_side, start_index=start_index, frames=not no_frames,
-            h5_dtype=h5_dtype, jpeg_quality=jpeg_quality, batch=batch, fused=fused, devices=devices,
+            h5_dtype=h5_dtype, jpeg_quality=jpeg_quality, batch=batch, backend=backend, devices=devices,
             overwrite=overwrite, classes=classes, decoders=decoders, writers=writers,
-            torch_threads=threads, rank=rank, world_size=world)
+            torch_threads=threads, rank=env.rank, world_size=env.world_size)
     except TVNetError as e:
-        raise click.UsageError(str(e)) from None
+        raise OptionError(str(e)) from None
 
     # fatal errors before the bar, as one line: an unknown preset is a usage error (2),
     # an unreadable weights file or output folder a failure (1)
@@ -112,7 +112,7 @@ def extract(inputs: tuple[str, ...], out: Path, formats: tuple[str, ...], preset
         build_model(config)
     except TVNetError as e:
         if weights is None:
-            raise click.UsageError(str(e)) from None
+            raise OptionError(str(e)) from None
         raise
     check_output(config.out)
     summary = _run_with_progress(inputs, config, run_extract)

@@ -11,6 +11,8 @@ from pathlib import Path
 
 import click
 
+from .common import backend_option, check_devices, device_option
+
 LAYOUT_CHOICE = click.Choice(["middlebury", "sintel", "kitti", "chairs"])
 
 
@@ -50,8 +52,11 @@ def _names(text: str | None) -> tuple[str, ...]:
 @click.option("--compare", type=click.Choice(["opencv"]), default=None,
               help="Add OpenCV DualTVL1 rows with the same settings (needs opencv-contrib).")
 @click.option("--threads", type=int, default=2, show_default=True, help="CPU threads for torch.")
+@device_option
+@backend_option
 def epe(dataset: Path, layout: str | None, preset: str, weights: Path | None, sintel_pass: str, kitti_gt: str,
-        json_out: Path | None, save_flow: Path | None, compare: str | None, threads: int) -> None:
+        json_out: Path | None, save_flow: Path | None, compare: str | None, threads: int, device: str,
+        backend: str) -> None:
     """End-point error of a model on a flow dataset with ground truth.
 
     Layouts: Middlebury (other-data/ + other-gt-flow/, or <Seq>/frame10.png, frame11.png,
@@ -67,7 +72,7 @@ def epe(dataset: Path, layout: str | None, preset: str, weights: Path | None, si
     from ..evaluate import EpeConfig, evaluate_dataset
 
     cfg = EpeConfig(data=str(dataset), layout=layout, model=_model_spec(preset, weights),
-                    sintel_pass=sintel_pass, kitti_gt=kitti_gt,
+                    device=check_devices(device)[0], backend=backend, sintel_pass=sintel_pass, kitti_gt=kitti_gt,
                     save_flow=str(save_flow) if save_flow else None,
                     compare_opencv=compare == "opencv", threads=threads)
     console = Console(stderr=True)
@@ -145,13 +150,15 @@ def epe(dataset: Path, layout: str | None, preset: str, weights: Path | None, si
 @click.option("--resume", is_flag=True, help="Continue from <out>.ckpt.")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--threads", type=int, default=2, show_default=True, help="CPU threads for torch.")
+@device_option
+@backend_option
 def train(dataset: Path | None, out: Path, videos: Path | None, layout: str | None, pairs: str | None,
           val_data: tuple[Path, ...], val_pairs: str | None, init: str, smooth_sigma: float | None,
           theta: float | None, train_part: str, optimizer: str, lr: float, u0_lr: float | None,
           scalar_lr: float | None, u0_decay: float, u0_smooth: float,
           steps: int, batch: int, crop: str | None, flip: bool, transpose: bool, scale: float, video_frames: int,
           video_size: str | None, val_every: int, keep_best: bool, eval_limit: int, checkpoint_every: int,
-          resume: bool, seed: int, threads: int) -> None:
+          resume: bool, seed: int, threads: int, device: str, backend: str) -> None:
     """Train TVNet on ground-truth flow (EPE loss) or, with --unsupervised, on videos.
 
     Writes OUT (use it with `tvnet epe --weights` / `tvnet extract --weights`), a resumable
@@ -164,6 +171,7 @@ def train(dataset: Path | None, out: Path, videos: Path | None, layout: str | No
 
     if (dataset is None) == (videos is None):
         raise click.UsageError("give either DATASET (supervised) or --unsupervised VIDEOS")
+    device = check_devices(device)[0]
     cfg = TrainFlowConfig(
         data=str(videos or dataset), layout=layout, pairs=_names(pairs),
         val_data=tuple(str(v) for v in val_data), val_pairs=_names(val_pairs), init=init,
@@ -172,7 +180,7 @@ def train(dataset: Path | None, out: Path, videos: Path | None, layout: str | No
         steps=steps, batch=batch, crop=_size(crop), flip=flip, transpose=transpose,
         scale=scale, unsupervised=videos is not None, video_frames=video_frames, video_size=_size(video_size),
         val_every=val_every, keep_best=keep_best, eval_limit=eval_limit, checkpoint_every=checkpoint_every,
-        seed=seed, threads=threads)
+        seed=seed, threads=threads, device=device, backend=backend)
     console = Console(stderr=True)
     cols = (TextColumn("training"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[info]}"),
             TimeRemainingColumn())

@@ -17,15 +17,14 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from .config import FORMATS, ExtractConfig, ExtractSummary, Progress, VideoJob, VideoResult
-from .jobs import (_complete_counts, assign_labels, collect_videos, final_paths, is_complete, parse_gpus,
-                   plan, read_classes, shard, torchrun_shard)
+from .jobs import _complete_counts, assign_labels, collect_videos, final_paths, is_complete, plan, read_classes, shard
 from .lists import check_output, write_lists
 from .pipeline import _Runner, _run_spawned, build_model
 
 __all__ = [
     "FORMATS", "ExtractConfig", "ExtractSummary", "Progress", "VideoJob", "VideoResult",
     "assign_labels", "build_model", "check_output", "collect_videos", "extract", "final_paths",
-    "is_complete", "parse_gpus", "plan", "read_classes", "shard", "torchrun_shard", "write_lists",
+    "is_complete", "plan", "read_classes", "shard", "write_lists",
 ]
 
 

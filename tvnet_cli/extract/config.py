@@ -40,13 +40,14 @@ class ExtractConfig(ConfigMixin):
     batch: int | None = None  # pairs per model call; None = auto: 8 on the CPU; on CUDA as many as
     # fit min(4 GiB, free device memory / 4) at ~20 float planes per pair per pyramid level, at most
     # 256 (`extract.staging.auto_batch`; 256 at 340x256 on any GPU with 16 GiB free)
-    fused: bool = True  # compiled TV-L1 kernel (native.py / fused.py, cached); False = plain PyTorch
-    devices: tuple[str, ...] = ("cpu",)  # one worker process per device when > 1
+    backend: str = "auto"  # TV-L1 kernel: auto | torch | c | triton (runtime.load_model checks it)
+    devices: tuple[str, ...] = ("cpu",)  # one worker process per device when > 1 ("cpu", "cuda:N")
     overwrite: bool = False
     classes: Path | None = None  # class names, one a line ("name" or UCF101 "index name")
     decoders: int = 2  # videos decoded at once (threads)
     writers: int = 4  # writer threads
-    torch_threads: int | None = None  # torch.set_num_threads in each worker
+    torch_threads: int | None = None  # torch threads in each worker (None: a share of the cores
+    # for each of several CPU workers, else torch's)
     rank: int = 0  # this process's shard (torchrun RANK) ...
     world_size: int = 1  # ... of this many (torchrun WORLD_SIZE)
 

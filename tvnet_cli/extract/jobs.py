@@ -1,4 +1,5 @@
-"""Which videos `tvnet extract` works on: inputs to jobs, labels, shards, devices, resume checks."""
+"""Which videos `tvnet extract` works on: inputs to jobs, labels, shards, resume checks.
+(Devices and the torchrun environment: `tvnet_cli.runtime`.)"""
 
 from __future__ import annotations
 
@@ -132,35 +133,6 @@ def shard(items: Sequence, rank: int, world_size: int) -> list:
     if world_size < 1 or not 0 <= rank < world_size:
         raise TVNetError(f"bad shard {rank} of {world_size}")
     return list(items[rank::world_size])
-
-
-def torchrun_shard(env: dict[str, str] | None = None) -> tuple[int, int]:
-    """(RANK, WORLD_SIZE) from a torchrun environment, (0, 1) otherwise."""
-    env = os.environ if env is None else env
-    try:
-        return int(env.get("RANK", 0)), int(env.get("WORLD_SIZE", 1))
-    except ValueError:
-        raise TVNetError(f"bad RANK/WORLD_SIZE: {env.get('RANK')!r}/{env.get('WORLD_SIZE')!r}") from None
-
-
-def parse_gpus(spec: str | None, cuda_count: int, local_rank: int | None = None) -> tuple[str, ...]:
-    """`--gpus` -> device names. "" = CPU; "0,1" = cuda:0, cuda:1; None = cuda:0 (or
-    cuda:LOCAL_RANK under torchrun) when CUDA is there, else CPU."""
-    if spec is None:
-        if cuda_count == 0:
-            return ("cpu",)
-        return (f"cuda:{local_rank or 0}",)
-    spec = spec.strip()
-    if spec in ("", "cpu"):
-        return ("cpu",)
-    try:
-        ids = [int(s) for s in spec.split(",") if s.strip()]
-    except ValueError:
-        raise TVNetError(f"--gpus must be a list like 0,1 (or \"\" for CPU), not {spec!r}") from None
-    for i in ids:
-        if not 0 <= i < cuda_count:
-            raise TVNetError(f"--gpus {spec}: GPU {i} not available ({cuda_count} CUDA devices)")
-    return tuple(f"cuda:{i}" for i in dict.fromkeys(ids))
 
 
 # ---------------------------------------------------------------------------------------

@@ -97,16 +97,11 @@ _END = object()
 
 
 def build_model(config: ExtractConfig):
-    """TVNet from `weights` or `preset`, with scales/warps/iters overrides."""
-    from ..model import TVNet
+    """TVNet from `weights` or `preset`, with scales/warps/iters overrides and the backend."""
+    from ..runtime import load_model
 
-    overrides = {k: getattr(config, k) for k in ("scales", "warps", "iters") if getattr(config, k)}
-    if config.weights is not None:
-        model = TVNet.from_file(config.weights, **overrides)
-    else:
-        model = TVNet.from_preset(config.preset, **overrides)
-    model.fused = config.fused
-    return model
+    overrides = {k: getattr(config, k) for k in ("scales", "warps", "iters")}
+    return load_model(config.weights or config.preset, overrides, config.backend)
 
 
 def _model_meta(config: ExtractConfig, model) -> dict:
@@ -325,16 +320,15 @@ class _Runner:
         self.progress("flows", len(live))
 
     def run(self) -> list[VideoResult]:
-        import torch
+        """Bind this thread to the device (kernels launch there) with the worker's torch
+        threads, run, restore both: a library call leaves the caller's setting."""
+        from ..runtime import cpu_share, on_device
 
         c = self.config
-        threads_before = torch.get_num_threads()
-        if c.torch_threads:
-            torch.set_num_threads(c.torch_threads)
-        try:
+        n_cpu = sum(d == "cpu" for d in c.devices)
+        threads = c.torch_threads or (cpu_share(n_cpu) if self.device == "cpu" and n_cpu > 1 else None)
+        with on_device(self.device, threads):
             return self._run(build_model(c).to(self.device).eval())
-        finally:
-            torch.set_num_threads(threads_before)  # a library call leaves the caller's setting
 
     def _run(self, model) -> list[VideoResult]:
         from .staging import Staging
@@ -383,11 +377,7 @@ class _Runner:
 # ---------------------------------------------------------------------------------------
 def _worker(wid: int, jobs: list[VideoJob], config: ExtractConfig, device: str, events) -> None:
     """Entry point of spawned worker `wid`: run its shard, stream progress and results back."""
-    try:
-        if device.startswith("cuda"):
-            import torch
-
-            torch.cuda.set_device(device)
+    try:  # _Runner.run binds the device and threads
         _Runner(jobs, config, device, lambda kind, value: events.put((kind, value))).run()
     except TVNetError as e:
         events.put(("error", str(e)))
@@ -403,9 +393,6 @@ def _run_spawned(jobs: list[VideoJob], config: ExtractConfig, progress: Progress
     ctx = mp.get_context("spawn")
     events = ctx.Queue()
     procs = []
-    n_cpu = sum(d == "cpu" for d in config.devices)
-    if n_cpu and config.torch_threads is None:  # CPU workers share the cores, not each take all
-        config = config.replace(torch_threads=max(1, (os.cpu_count() or 1) // n_cpu))
     for wid, device in enumerate(config.devices):
         p = ctx.Process(target=_worker, name=f"tvnet-extract-{device}",
                         args=(wid, shard(jobs, wid, len(config.devices)), config, device, events))
