@@ -17,7 +17,6 @@ worker process per device (`_worker`, importable here for `spawn`), videos shard
 
 from __future__ import annotations
 
-import os
 import queue
 import threading
 from collections import deque
