@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from tvnet_cli.io.video import read_frames
-from tvnet_cli.model import TVNet, tvl1_energy
+from tvnet_cli.model import TVNet
 from data import DATA  # noqa: E402  (same folder)
 
 
@@ -40,7 +40,7 @@ def main() -> None:
             t = torch.from_numpy(frames).permute(0, 3, 1, 2)  # (T, 3, H, W)
             f0, f1 = t[0:-1:4], t[1::4][: len(t[0:-1:4])]
             flow = model.predict(f0, f1)
-            per.append(float(tvl1_energy(flow, *raw.prepare(f0, f1), lam=raw.config.lam).mean()))
+            per.append(float(raw.energy(flow, *raw.prepare(f0, f1)).mean()))
         cells = " | ".join(f"{e:.3f}" for e in per)
         print(f"| {args.preset} | {sigma} | {theta} | {cells} | {np.mean(per):.3f} |", flush=True)
 

@@ -140,6 +140,23 @@ def test_energy_prefers_true_flow(data_dir):
     assert torch.isfinite(flow.grad).all()
 
 
+def test_model_energy_uses_its_own_warp_lambda_and_taps():
+    """TVNet.energy is the energy the solver minimises: its warp, lambda and (trained) taps."""
+    g = torch.Generator().manual_seed(0)
+    i0 = torch.rand(2, 1, 20, 24, generator=g) * 255
+    i1 = torch.roll(i0, 1, 3) + torch.rand(2, 1, 20, 24, generator=g)
+    flow = torch.randn(2, 2, 20, 24, generator=g)
+    model = TVNet(TVNetConfig(lam=0.3, warp="bicubic"))
+    with torch.no_grad():
+        model.forward_taps.mul_(torch.tensor([[1.2, 0.8], [1.0, 1.1]]))
+    expected = tvl1_energy(flow, i0, i1, 0.3, taps=model.forward_taps.detach(), warp="bicubic")
+    torch.testing.assert_close(model.energy(flow, i0, i1), expected)
+    assert not torch.allclose(model.energy(flow, i0, i1), tvl1_energy(flow, i0, i1, 0.3))
+    flow.requires_grad_()
+    model.energy(flow, i0, i1).sum().backward()
+    assert flow.grad is not None and model.forward_taps.grad is None  # trains flow, not the taps
+
+
 def test_u0_works_at_any_size_and_save_load_roundtrip(tmp_path):
     model = TVNet(TVNetConfig(2, 1, 5))
     with torch.no_grad():

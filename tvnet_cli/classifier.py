@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .errors import TVNetError
-from .model import TVNet, tvl1_energy
+from .model import TVNet
 
 
 @dataclass(frozen=True)
@@ -108,7 +108,7 @@ class ActionModel(nn.Module):
             i0, i1 = self.tvnet.prepare(f0, f1)
             flow = self.tvnet.solve(i0, i1)
             if with_energy:
-                return flow, tvl1_energy(flow, i0, i1, self.tvnet.config.lam)
+                return flow, self.tvnet.energy(flow, i0, i1)
             return flow, flow.new_zeros(flow.shape[0])
 
     def flow_stack(self, clips: torch.Tensor, with_energy: bool = True) -> tuple[torch.Tensor, torch.Tensor]:

@@ -26,7 +26,7 @@ from .config import ConfigMixin
 from .errors import TVNetError
 from .evaluate import evaluate_pairs, frame_tensor, pair_tensors
 from .io.datasets import FlowPair, find_pairs, load_pair
-from .model import TVNet, tvl1_energy
+from .model import TVNet
 from .model.tvnet import TRAINABLE_PARTS
 from .runtime import load_model, on_device, resolve_devices
 
@@ -321,7 +321,7 @@ def _train(cfg: TrainFlowConfig, out: Path, device: torch.device, resume: bool,
             if cfg.unsupervised:
                 f0, f1 = (t.to(device) for t in _crop_flip(list(train_items[i]), cfg, gen, None))
                 flow = model(f0, f1)  # (1, 2, h, w)
-                loss = tvl1_energy(flow, *model.prepare(f0, f1), lam=model.config.lam).mean()
+                loss = model.energy(flow, *model.prepare(f0, f1)).mean()
             else:
                 item = train_items[i] if train_items is not None else pair_tensors(load_pair(train_pairs[i]), cfg.scale)
                 f0, f1, gt, valid = (t.to(device) for t in _crop_flip(list(item), cfg, gen, 2))

@@ -325,6 +325,16 @@ class TVNet(nn.Module):
             u_is_zero = False
         return u
 
+    def energy(self, flow: torch.Tensor, i0: torch.Tensor, i1: torch.Tensor) -> torch.Tensor:
+        """The exact TV-L1 energy `(B,)` of `flow` `(B, 2, H, W)` on prepared frames, with this
+        model's warp, lambda and flow-gradient taps: the problem its solver solves. The taps
+        enter detached: a loss on the energy must train the flow, not shrink the regulariser's
+        filters towards zero (which would lower the energy of any flow)."""
+        from .energy import tvl1_energy
+
+        lam = self.solver_scalars()[1]
+        return tvl1_energy(flow, i0, i1, lam, taps=self.forward_taps.detach(), warp=self.config.warp)
+
     def forward(self, frame0: torch.Tensor, frame1: torch.Tensor) -> torch.Tensor:
         i0, i1 = self.prepare(frame0, frame1)
         return self.solve(i0, i1)
