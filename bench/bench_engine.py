@@ -1,13 +1,18 @@
-"""Engine benchmark: ms/pair of TVNet against OpenCV DualTVL1 on the same frames, same run.
+"""Engine benchmark: ms/pair and pairs/s of TVNet per backend, against OpenCV DualTVL1 on the same frames.
 
     python bench/bench_engine.py [--pairs 8] [--repeats 3] [--batch 8] [--skip-memory]
-    python bench/bench_engine.py --device cuda:0 --pairs 256 --batch 256 --skip-opencv   # GPU targets
+    python bench/bench_engine.py --device cuda:0 --pairs 256 --batch 256 --backends triton,torch \
+        --skip-opencv --skip-startup --skip-memory                                  # GPU targets
 
-Frames: consecutive 340x256 frames of ../shared/data/videos/test.mp4 (or --video).
+Frames: consecutive frames of ../shared/data/videos/test.mp4 (or $TVNET_SHARED_DATA, or
+--video; the shipped examples/test.avi where the shared data is absent), resized to --size.
+Rows: each preset (--presets) on each backend (--backends, which sets `model.backend`; the
+model's own default, i.e. $TVNET_BACKEND or auto, where not given) at batch 1 and at --batch.
 Rows are measured interleaved (round robin), so load from other processes hits every row
 alike; the ratios against OpenCV's default DualTVL1 are the numbers to quote.
-Also reports: time from process start to the first flow of the fused path (kernel
-already cached), and the peak memory of one TVNet-50 training step (batch 8, 340x256).
+Also reports: time from process start to the first flow of the default (fast) path, and the
+peak memory of one TVNet-50 training step (batch 8, 340x256).
+Exit status 3: a requested backend does not exist in this tvnet_cli.
 """
 
 from __future__ import annotations
@@ -22,22 +27,15 @@ import resource
 import subprocess
 import sys
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
 import torch
-from data import VIDEO
+from data import VIDEO, frame_pairs
 
 ROOT = Path(__file__).resolve().parents[1]
-DEFAULT_VIDEO = VIDEO
-
-
-def load_pairs(video: Path, n: int) -> tuple[np.ndarray, np.ndarray]:
-    """n consecutive pairs as (n, 256, 340, 3) uint8 arrays (frame t and t+1)."""
-    from tvnet_cli.io.video import read_frames
-
-    frames = read_frames(video, size=(256, 340), max_frames=n + 1)
-    return frames[:-1], frames[1:]
+LABELS = {"tvnet-50": "TVNet-50", "tvl1": "TVNet-5-5-50"}
 
 
 def opencv_runner(settings: str):
@@ -58,20 +56,26 @@ def opencv_runner(settings: str):
     return run
 
 
-def tvnet_runner(preset: str, fused: bool, batch: int, device: str = "cpu"):
+def select_backend(model, backend: str | None) -> None:
+    """Set `model.backend` (None = leave the model's default, "auto")."""
+    if backend is not None:
+        model.backend = backend
+
+
+def tvnet_runner(preset: str, backend: str | None, batch: int, device: str = "cpu"):
     """Frames go to `device` once (uint8) and stay there: this times TVNet, not transfers
-    (those are in bench_extract.py's stage costs)."""
+    (those are in bench_extract.py's stage costs). CUDA timings end with a synchronise."""
     from tvnet_cli import TVNet
 
     model = TVNet.from_preset(preset).to(device)
-    model.fused = fused
+    select_backend(model, backend)
     sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
     on_device: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
 
     def run(a: np.ndarray, b: np.ndarray) -> None:
         if len(a) not in on_device:
             on_device[len(a)] = tuple(torch.from_numpy(x).permute(0, 3, 1, 2).to(device) for x in (a, b))
-        ta, tb = on_device[len(a)]
+        ta, tb = on_device[len(a)]  # (n, 3, H, W) uint8
         for i in range(0, len(ta), batch):
             model.predict(ta[i:i + batch], tb[i:i + batch])
         sync()
@@ -80,10 +84,11 @@ def tvnet_runner(preset: str, fused: bool, batch: int, device: str = "cpu"):
 
 
 def startup_seconds(cache: str | None = None) -> float:
-    """Seconds from a fresh interpreter to the first fused TVNet-50 flow; `cache` = an empty
-    kernel cache folder to include the one-time build of the CPU kernel."""
+    """Seconds from a fresh interpreter to the first TVNet-50 flow on the CPU with the model's
+    default (fast) backend; `cache` = an empty kernel cache folder to include the one-time
+    build of the CPU kernel."""
     code = ("import time; t=time.time(); import torch; from tvnet_cli import TVNet; "
-            "m=TVNet.from_preset('tvnet-50'); m.fused=True; x=torch.rand(1,3,256,340); "
+            "m=TVNet.from_preset('tvnet-50'); x=torch.rand(1,3,256,340); "
             "m.predict(x,x); print(time.time()-t)")
     env = dict(os.environ, **({"TVNET_CACHE": cache} if cache else {}))
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, env=env)
@@ -109,47 +114,68 @@ print((resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - base) / 1024, base /
     return grow
 
 
+def _csv(value: str) -> list[str]:
+    return [v.strip() for v in value.split(",") if v.strip()]
+
+
+def _size(value: str) -> tuple[int, int]:
+    """'340x256' (width x height) -> (256, 340) = (H, W)."""
+    w, h = (int(v) for v in value.lower().split("x"))
+    return h, w
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--video", type=Path, default=DEFAULT_VIDEO)
+    ap.add_argument("--video", type=Path, default=VIDEO)
+    ap.add_argument("--size", type=_size, default=(256, 340), metavar="WxH", help="frame size (default 340x256)")
     ap.add_argument("--pairs", type=int, default=8)
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--batch", type=int, default=8)
     ap.add_argument("--device", default="cpu", help="device of the TVNet rows (OpenCV runs on the CPU)")
+    ap.add_argument("--presets", type=_csv, default=["tvnet-50", "tvl1"], help="comma-separated presets")
+    ap.add_argument("--backends", "--backend", type=_csv, default=None,
+                    help="comma-separated model.backend values (auto, torch, c, triton)  [default: the "
+                         "model's own, i.e. $TVNET_BACKEND or auto]")
     ap.add_argument("--slow-pairs", type=int, default=4,
                     help="pairs timed for the slow rows (OpenCV and batch 1); the others time all --pairs")
     ap.add_argument("--skip-opencv", action="store_true", help="no OpenCV rows (e.g. no opencv-contrib there)")
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--skip-startup", action="store_true", help="no start-up rows (two fresh CPU processes)")
     ap.add_argument("--skip-memory", action="store_true")
     ap.add_argument("--json", type=Path)
     args = ap.parse_args()
+    backends: list[str | None] = args.backends or [None]
+    if args.device == "cpu" and "triton" in backends:
+        os.environ.setdefault("TRITON_INTERPRET", "1")  # Triton runs CPU tensors only interpreted
     torch.set_num_threads(args.threads)
-    a, b = load_pairs(args.video, args.pairs)
+    a, b = frame_pairs(args.video, args.pairs, args.size)  # (n, H, W, 3) uint8 each
 
-    dev, fast = args.device, "CPU kernel" if args.device == "cpu" else "fused"
+    dev = args.device
     on = "" if dev == "cpu" else f" on {dev}"
     rows = {} if args.skip_opencv else {
         "OpenCV DualTVL1 default": opencv_runner("default"),
         "OpenCV DualTVL1 5-5-50": opencv_runner("5-5-50"),
     }
-    rows |= {
-        f"TVNet-50 eager, batch 1{on}": tvnet_runner("tvnet-50", False, 1, dev),
-        f"TVNet-50 eager, batch {args.batch}{on}": tvnet_runner("tvnet-50", False, args.batch, dev),
-        f"TVNet-50 {fast}, batch 1{on}": tvnet_runner("tvnet-50", True, 1, dev),
-        f"TVNet-50 {fast}, batch {args.batch}{on}": tvnet_runner("tvnet-50", True, args.batch, dev),
-        f"TVNet-5-5-50 eager, batch 1{on}": tvnet_runner("tvl1", False, 1, dev),
-        f"TVNet-5-5-50 {fast}, batch 1{on}": tvnet_runner("tvl1", True, 1, dev),
-        f"TVNet-5-5-50 {fast}, batch {args.batch}{on}": tvnet_runner("tvl1", True, args.batch, dev),
-    }
+    meta: dict[str, dict] = {name: {} for name in rows}
+    for preset in args.presets:
+        for backend in backends:
+            for batch in dict.fromkeys((1, args.batch)):
+                name = f"{LABELS.get(preset, preset)} {backend or 'default'}, batch {batch}{on}"
+                rows[name] = tvnet_runner(preset, backend, batch, dev)
+                meta[name] = {"preset": preset, "backend": backend or "default", "batch": batch, "device": dev}
     n_slow = min(args.slow_pairs, len(a))
 
     def slow(name: str) -> bool:
         return name.startswith("OpenCV") or re.search(r"batch 1\b", name) is not None
 
-    for name, run in rows.items():  # warm-up (and compile) outside the timing
-        run(a[:2], b[:2])
-        if not slow(name):
-            run(a, b)
+    for name, run in rows.items():  # warm-up (compile, upload) outside the timing; fallbacks are warnings
+        n = n_slow if slow(name) else len(a)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            run(a[:n], b[:n])
+        meta[name]["warnings"] = sorted({str(w.message) for w in caught})
+        for w in meta[name]["warnings"]:
+            print(f"warning ({name}): {w}", file=sys.stderr)
     times = {k: [] for k in rows}
     cpu = {k: [] for k in rows}  # process CPU time: robust to other load on a shared machine
     for _ in range(args.repeats):
@@ -162,23 +188,29 @@ def main() -> None:
     ref = "OpenCV DualTVL1 default"
     base = float(np.median(times[ref])) if ref in times else float("nan")
     cbase = float(np.median(cpu[ref])) if ref in cpu else float("nan")
+    h, w = args.size
     result = {"machine": f"{platform.machine()} {platform.processor() or ''}".strip(),
               "threads": args.threads, "torch": torch.__version__, "pairs": len(a),
-              "size": "340x256", "rows": {}}
+              "size": f"{w}x{h}", "video": str(args.video), "rows": {}}
+    if dev.startswith("cuda"):
+        result["gpu"] = torch.cuda.get_device_name(torch.device(dev))
     print(f"{'':48s} {'wall ms/pair':>12s} {'pairs/s':>9s} {'x OpenCV default':>17s} {'CPU ms/pair':>12s} "
           f"{'x (CPU)':>8s}")
     for name, ts in times.items():
         ms, cms = float(np.median(ts)), float(np.median(cpu[name]))
-        result["rows"][name] = {"ms_per_pair": round(ms, 3), "pairs_per_s": round(1000 / ms, 1),
-                                "speedup_vs_opencv_default": round(base / ms, 2),
-                                "cpu_ms_per_pair": round(cms, 2), "cpu_speedup": round(cbase / cms, 2)}
+        result["rows"][name] = {"ms_per_pair": round(ms, 4), "pairs_per_s": round(1000 / ms, 1),
+                                "speedup_vs_opencv_default": round(base / ms, 2) if base == base else None,
+                                "cpu_ms_per_pair": round(cms, 2),
+                                "cpu_speedup": round(cbase / cms, 2) if cbase == cbase else None,
+                                **meta[name]}
         x, cx = (f"{base / ms:16.1f}x", f"{cbase / cms:7.1f}x") if base == base else (f"{'-':>17s}", f"{'-':>8s}")
-        print(f"{name:48s} {ms:12.2f} {1000 / ms:9.1f} {x} {cms:12.1f} {cx}")
-    result["startup_to_first_fused_flow_s"] = round(startup_seconds(), 1)
-    print(f"start-up to first fused flow (kernel cached): {result['startup_to_first_fused_flow_s']} s")
-    with tempfile.TemporaryDirectory() as empty:
-        result["startup_with_kernel_build_s"] = round(startup_seconds(empty), 1)
-    print(f"start-up to first fused flow (empty cache: kernel built): {result['startup_with_kernel_build_s']} s")
+        print(f"{name:48s} {ms:12.3f} {1000 / ms:9.1f} {x} {cms:12.1f} {cx}")
+    if not args.skip_startup:
+        result["startup_to_first_flow_s"] = round(startup_seconds(), 1)
+        print(f"start-up to first flow (kernel cached): {result['startup_to_first_flow_s']} s")
+        with tempfile.TemporaryDirectory() as empty:
+            result["startup_with_kernel_build_s"] = round(startup_seconds(empty), 1)
+        print(f"start-up to first flow (empty cache: kernel built): {result['startup_with_kernel_build_s']} s")
     if not args.skip_memory:
         result["train_step_peak_mib_b8"] = round(train_step_peak_mib(8), 0)
         print(f"TVNet-50 training step, batch 8, 340x256: peak memory +{result['train_step_peak_mib_b8']:.0f} MiB")

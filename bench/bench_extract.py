@@ -3,8 +3,9 @@
     python bench/bench_extract.py                   # speed (test.mp4, 340x256) + memory
     python bench/bench_extract.py --frames 31 --threads 2 --skip-memory
 
-Speed: the first `--frames` frames of test.mp4 (340x256) are written to a lossless FFV1 clip
-so both sides read the same frames; then, in this one run,
+Speed: the first `--frames` frames of test.mp4 (340x256; ../shared/data or $TVNET_SHARED_DATA,
+else the shipped examples/test.avi, 320x240) are written to a lossless FFV1 clip so both
+sides read the same frames; then, in this one run,
   - `tvnet extract` (library call: decode, TVNet-50, quantise, JPEG flow_x/flow_y/img),
   - OpenCV DualTVL1 with default settings (5 scales, 5 warps, 300 iterations) in the loop
     denseflow-style tools run (decode, grey, calc, quantise, cv2.imwrite JPEGs),
@@ -93,7 +94,8 @@ def stage_costs(video: Path, count: int, tmp: Path, device: str, batch: int, qua
     dev = torch.device(device)
     sync = torch.cuda.synchronize if dev.type == "cuda" else (lambda: None)
     model = TVNet.from_preset("tvnet-50").to(dev)
-    host = torch.from_numpy(np.stack(frames[: batch + 1])).permute(0, 3, 1, 2)  # (B+1, 3, H, W) uint8
+    cycled = [frames[i % len(frames)] for i in range(batch + 1)]  # a short video is cycled through
+    host = torch.from_numpy(np.stack(cycled)).permute(0, 3, 1, 2)  # (B+1, 3, H, W) uint8
     n = 5
     pin = host.pin_memory() if dev.type == "cuda" else host
     for _ in range(2):  # warm-up, then timed
@@ -122,7 +124,7 @@ def stage_costs(video: Path, count: int, tmp: Path, device: str, batch: int, qua
         blobs = []
         t = time.perf_counter()
         for i in range(batch):
-            for img in (qh[i, 0], qh[i, 1], frames[i]):
+            for img in (qh[i, 0], qh[i, 1], cycled[i]):
                 buf = io.BytesIO()
                 Image.fromarray(img).save(buf, format="JPEG", quality=quality)
                 blobs.append(buf.getvalue())
@@ -217,7 +219,11 @@ def main() -> None:
         tmp = Path(d)
         clip = tmp / "clip.mkv"
         n = lossless_clip(VIDEO, clip, args.frames)
-        print(f"clip: first {n} frames of {VIDEO.name} (340x256), {n - 1} flow fields; threads={args.threads}; "
+        from tvnet_cli.io.video import probe
+
+        info = probe(VIDEO)
+        print(f"clip: first {n} frames of {VIDEO.name} ({info.width}x{info.height}), {n - 1} flow fields; "
+              f"threads={args.threads}; "
               f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f} at start")
         warm = tmp / "warm.mkv"
         lossless_clip(VIDEO, warm, 3)
@@ -227,7 +233,7 @@ def main() -> None:
         tv = flows / dt
         print(f"tvnet extract (TVNet-50, {args.device}, batch {args.batch}): {flows} flows in {dt:.1f} s "
               f"= {tv:.2f} flows/s")
-        costs = stage_costs(VIDEO, 300, tmp, args.device, args.batch)  # 300 frames: opening amortised
+        costs = stage_costs(VIDEO, 300, tmp, args.device, args.batch)  # up to 300 frames: opening amortised
         cpu = sum(v for k, v in costs.items() if k in ("decode", "JPEG encode", "write"))
         print(f"\nwhere the time goes (ms per flow field; CPU stages on one thread, {args.device} stages at "
               f"batch {args.batch}):")
