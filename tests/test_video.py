@@ -132,7 +132,7 @@ def test_truncated_mkv_without_frame_count_is_reported(tmp_path):
 
 
 # -- odd files, VFR, cuts without header counts, rotation (issue 12: items 5, 6, 7) --------
-def _encode(target, frames, fmt: str, codec: str = "mpeg4", pts: list[int] | None = None,
+def encode_clip(target, frames, fmt: str, codec: str = "mpeg4", pts: list[int] | None = None,
             rotation: int | None = None) -> None:
     """Real PyAV encode of RGB frames into `target` (a path or a non-seekable writer)."""
     import av
@@ -155,12 +155,12 @@ def _encode(target, frames, fmt: str, codec: str = "mpeg4", pts: list[int] | Non
             c.mux(p)
 
 
-def _texture(n: int, h: int = 48, w: int = 64) -> list[np.ndarray]:
+def texture(n: int, h: int = 48, w: int = 64) -> list[np.ndarray]:
     tex = np.random.default_rng(0).integers(0, 256, (h, w + n, 3), dtype=np.uint8)
     return [tex[:, t:t + w] for t in range(n)]
 
 
-class _Pipe(io.RawIOBase):
+class PipeWriter(io.RawIOBase):
     """A non-seekable output, like a pipe: the muxer cannot go back to fill in its header."""
 
     def __init__(self) -> None:
@@ -208,7 +208,7 @@ def test_vfr_mkv_is_complete(tmp_path):
     gaps = np.random.default_rng(1).choice([20, 40, 120], 34)
     pts = [0, *np.cumsum(gaps).tolist()]
     vfr = tmp_path / "vfr.mkv"
-    _encode(vfr, _texture(35), "matroska", pts=pts)
+    encode_clip(vfr, texture(35), "matroska", pts=pts)
     info = probe(vfr)
     assert info.header_frames == 0 and info.duration_s == pytest.approx((pts[-1] + 40) / 1000, abs=0.002)
     assert info.duration_s * info.fps > 45  # the old count estimate would reject it
@@ -219,7 +219,7 @@ def test_cut_ts_is_rejected(tmp_path):
     """MPEG-TS has no count or duration in a header; FFmpeg's duration comes from the last
     timestamps of the (cut) file itself, so the 188-byte packet grid is the evidence."""
     full = tmp_path / "full.ts"
-    _encode(full, _texture(100), "mpegts")
+    encode_clip(full, texture(100), "mpegts")
     data = full.read_bytes()
     assert len(data) % 188 == 0 and len(read_frames(full)) == 100
     cut = tmp_path / "cut.ts"
@@ -232,8 +232,8 @@ def test_cut_ts_is_rejected(tmp_path):
 def test_unfinished_mkv_without_duration(tmp_path):
     """Matroska written to a pipe (no Duration, no segment size, like a live recording):
     whole it is accepted, cut at 40 % the walk over its elements finds the cut block."""
-    pipe = _Pipe()
-    _encode(pipe, _texture(100), "matroska")
+    pipe = PipeWriter()
+    encode_clip(pipe, texture(100), "matroska")
     live = tmp_path / "live.mkv"
     live.write_bytes(pipe.data)
     assert probe(live).duration_s == 0 and len(read_frames(live)) == 100
@@ -247,8 +247,8 @@ def test_unfinished_mkv_without_duration(tmp_path):
 
 def test_avi_written_to_a_pipe_is_complete(tmp_path):
     """A non-seekable AVI keeps the 2^30 frame-count placeholder in its header."""
-    pipe = _Pipe()
-    _encode(pipe, _texture(40), "avi")
+    pipe = PipeWriter()
+    encode_clip(pipe, texture(40), "avi")
     avi = tmp_path / "pipe.avi"
     avi.write_bytes(pipe.data)
     import av
@@ -268,7 +268,7 @@ def test_rotation_applied(tmp_path, ccw, block):
     img = np.zeros((48, 64, 3), np.uint8)
     img[:8, :16] = 255
     clip = tmp_path / f"rot{ccw}.mkv"
-    _encode(clip, [img] * 3, "matroska", codec="ffv1", rotation=ccw)
+    encode_clip(clip, [img] * 3, "matroska", codec="ffv1", rotation=ccw)
     info = probe(clip)
     upright = read_frames(clip)
     stored = np.stack(list(iter_frames(clip, autorotate=False)))
