@@ -192,14 +192,15 @@ def test_full_tmpfs(tmpfs, tmp_path):
     _check_failed_alone(r, src, out, "No space left on device [ENOSPC]", ("ann_flow.txt", "ann_h5.txt"))
     assert len(list((out / "a").glob("flow_*.flo"))) == 7
 
-    before = {p: p.read_bytes() for p in out.glob("*.txt")}
+    before = {p: p.read_bytes() for p in out.glob("ann_*.txt")}
     _fill(tmpfs)  # now nothing is left at all
     r = _cli([str(src / "a.avi"), str(src / "z.avi"), "--out", str(out), "--format", "jpeg,flo,npy,h5"])
     text = r.stdout + r.stderr
     assert r.returncode == 1 and "Traceback" not in text, text
     err = [ln for ln in text.splitlines() if "cannot write list" in ln]
     assert len(err) == 1 and "No space left on device [ENOSPC]" in err[0] and f"{out}/ann_" in err[0], text
-    assert {p: p.read_bytes() for p in out.glob("*.txt")} == before  # old lists kept whole
+    assert {p: p.read_bytes() for p in out.glob("ann_*.txt")} == before  # old lists kept whole
+    assert not (out / "failures.txt").exists()  # nothing failed in this run (removing needs no space)
     assert not list(out.glob(".*partial*"))
 
     subprocess.run(["mount", "-o", "remount,ro", str(tmpfs)], check=True)
