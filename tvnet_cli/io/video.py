@@ -234,9 +234,10 @@ def check_end_time(info: VideoInfo, decoded: int, end_s: float | None) -> None:
     """Raise `TVNetError` when the decoded frames end clearly before the promised duration.
 
     `end_s`: end of the last decoded frame (pts + duration) from the stream start, from
-    decoded timestamps (None when frames had none). Slack max(3 mean frame intervals, 5%).
+    decoded timestamps (None when frames had none; <= 0 when they wrapped, as MPEG-TS
+    timestamps do after 26.5 h: no verdict). Slack max(3 mean frame intervals, 5%).
     """
-    if end_s is None or info.duration_s <= 0 or decoded <= 0:
+    if end_s is None or end_s <= 0 or info.duration_s <= 0 or decoded <= 0:
         return
     slack = max(3 * end_s / decoded, 0.05 * info.duration_s)
     if end_s < info.duration_s - slack:

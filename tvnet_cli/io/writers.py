@@ -98,6 +98,11 @@ def _replace_dir(tmp: Path, final: Path) -> None:
             final.rename(old)
         tmp.rename(final)
     except OSError as e:
+        if old is not None and old.exists() and not final.exists():
+            try:
+                old.rename(final)  # the previous complete output comes back
+            except OSError:
+                pass
         raise os_error(e, e.filename or final) from None
     if old is not None:
         shutil.rmtree(old, ignore_errors=True)
