@@ -248,3 +248,19 @@ def test_weights_validated(tmp_path, spoil, msg):
     with pytest.raises(TVNetError) as e:
         validate_weights(bad, load_dict(bad, "TVNet weights file"))
     assert str(e.value) == f"{bad}: not usable TVNet weights ({msg})"
+
+
+def test_foreign_h5_under_a_final_name(tmp_path):
+    """An HDF5 file whose `flow` is a group (not tvnet's): one line, no traceback."""
+    import h5py
+
+    from tvnet_cli.io.writers import h5_counts
+
+    path = tmp_path / "a.h5"
+    with h5py.File(path, "w") as f:
+        f.create_group("flow")
+    with pytest.raises(TVNetError, match=r"a.h5: not a tvnet HDF5 output \(no 4-d dataset 'flow'\)"):
+        h5_counts(path)
+    path.write_bytes(b"not hdf5 at all")
+    with pytest.raises(TVNetError, match=r"a.h5: cannot read HDF5 output \("):
+        h5_counts(path)

@@ -283,3 +283,23 @@ def test_rotation_applied(tmp_path, ccw, block):
     # resizing gives the upright size asked for
     small = read_frames(clip, size=(shape[0] // 2, shape[1] // 2))
     assert small.shape == (3, shape[0] // 2, shape[1] // 2, 3)
+
+
+def test_rotate_tag_without_display_matrix(tmp_path):
+    """Older files carry `rotate` = degrees clockwise as a tag (PyAV writes it into Matroska
+    as ROTATE; FFmpeg makes no display matrix of it): read as the same -90 rotation."""
+    import av
+
+    img = np.zeros((48, 64, 3), np.uint8)
+    img[:8, :16] = 255
+    clip = tmp_path / "tag.mkv"
+    with av.open(str(clip), "w") as c:
+        s = c.add_stream("ffv1", rate=25)
+        s.width, s.height, s.pix_fmt = 64, 48, "yuv444p"
+        s.metadata["rotate"] = "90"
+        for p in [*s.encode(av.VideoFrame.from_ndarray(img, format="rgb24")), *s.encode()]:
+            c.mux(p)
+    frame = read_frames(clip)[0]
+    expect = np.zeros((64, 48, 3), np.uint8)
+    expect[:16, 40:] = 255  # turned clockwise: the top-left block goes to the top right
+    assert probe(clip).rotation == 270 and np.array_equal(frame, expect)
