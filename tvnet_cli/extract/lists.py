@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from ..errors import TVNetError
-from ..io.writers import DIR_FORMATS
+from ..io.writers import DIR_FORMATS, os_error
 from .config import ExtractConfig, VideoResult
 
 
@@ -19,13 +19,22 @@ def check_output(out: Path) -> None:
         probe_file.write_bytes(b"")
         probe_file.unlink()
     except OSError as e:
-        raise TVNetError(f"{out}: output folder cannot be written ({e.strerror or e})") from None
+        raise TVNetError(f"{out}: output folder cannot be written ({os_error(e, out).strerror})") from None
 
 
 def _atomic_write_text(path: Path, text: str) -> None:
+    """Write `text` under a temporary name, then rename; on failure the temporary file is
+    removed and an `OSError` names `path` and the cause (see `io.writers.os_error`)."""
     tmp = path.with_name(f".{path.name}.partial")
-    tmp.write_text(text)
-    tmp.replace(path)
+    try:
+        tmp.write_text(text)
+        tmp.replace(path)
+    except OSError as e:
+        try:
+            tmp.unlink(missing_ok=True)
+        except OSError:
+            pass
+        raise os_error(e, path) from None
 
 
 def _list_suffix(config: ExtractConfig) -> str:
@@ -52,15 +61,26 @@ def write_lists(results: Sequence[VideoResult], config: ExtractConfig) -> list[P
             lists["ann_rgb"] = [f"{r.rel} {r.frames} {r.label}" for r in ok]
     if "h5" in c.formats:
         lists["ann_h5"] = [f"{r.rel}.h5 {r.flows} {r.label}" for r in ok]
-    for name, lines in lists.items():
-        path = c.out / f"{name}{sfx}.txt"
-        _atomic_write_text(path, "".join(line + "\n" for line in lines))
-        written.append(path)
+    texts = {c.out / f"{name}{sfx}.txt": "".join(line + "\n" for line in lines) for name, lines in lists.items()}
     failures = sorted((r for r in results if r.status == "failed"), key=lambda r: r.src)
     fpath = c.out / f"failures{sfx}.txt"
     if failures:
-        _atomic_write_text(fpath, "".join(f"{r.src}\t{r.message}\n" for r in failures))
-        written.append(fpath)
-    else:
-        fpath.unlink(missing_ok=True)
+        texts[fpath] = "".join(f"{r.src}\t{r.message}\n" for r in failures)
+    errors: list[OSError] = []
+    for path, text in texts.items():
+        try:
+            _atomic_write_text(path, text)
+            written.append(path)
+        except OSError as e:
+            errors.append(e)
+    if not failures:
+        try:
+            fpath.unlink(missing_ok=True)
+        except OSError as e:
+            errors.append(os_error(e, fpath))
+    if errors:
+        e = errors[0]
+        more = f" (and {len(errors) - 1} more list(s))" if len(errors) > 1 else ""
+        raise TVNetError(f"{e.filename}: cannot write list ({e.strerror}){more}; finished videos "
+                         f"are kept, a rerun skips them and writes the lists")
     return written

@@ -36,16 +36,22 @@ def read_flo(path: str | Path) -> np.ndarray:
     return np.frombuffer(data[12:], "<f4").reshape(h, w, 2).copy()
 
 
-def write_flo(path: str | Path, flow: np.ndarray) -> None:
-    """Write `(H, W, 2)` float flow as a Middlebury .flo file."""
+def flo_bytes(flow: np.ndarray, name: str | Path = "flow") -> bytes:
+    """`(H, W, 2)` float flow -> the bytes of a Middlebury .flo file."""
     flow = np.asarray(flow, dtype="<f4")
     if flow.ndim != 3 or flow.shape[2] != 2:
-        raise TVNetError(f"{path}: flow must be (H, W, 2), got {flow.shape}")
+        raise TVNetError(f"{name}: flow must be (H, W, 2), got {flow.shape}")
     h, w = flow.shape[:2]
-    with open(path, "wb") as f:
-        f.write(np.array([FLO_MAGIC], "<f4").tobytes())
-        f.write(np.array([w, h], "<i4").tobytes())
-        f.write(flow.tobytes())
+    return np.array([FLO_MAGIC], "<f4").tobytes() + np.array([w, h], "<i4").tobytes() + flow.tobytes()
+
+
+def write_flo(path: str | Path, flow: np.ndarray) -> None:
+    """Write `(H, W, 2)` float flow as a Middlebury .flo file (an OSError names `path`)."""
+    data = flo_bytes(flow, path)
+    try:
+        Path(path).write_bytes(data)
+    except OSError as e:
+        raise OSError(e.errno, e.strerror, str(path)) from None
 
 
 def read_png16(path: str | Path) -> np.ndarray:

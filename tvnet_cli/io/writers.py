@@ -12,11 +12,24 @@ every file of the video is in it):
 
 Writes may come from several threads; each field is one call. HDF5 calls are serialised
 with one process-wide lock (h5py must not be used from two threads at once).
+
+Failing writes (full disk, read-only file system, file size limit): every write raises an
+`OSError` whose filename is the file written and whose strerror names the cause, e.g.
+"No space left on device [ENOSPC]"; the caller fails that one video and calls `abort`,
+which never raises. HDF5 is opened without a chunk cache, so a field that cannot be
+written fails in its own `write_flow` call instead of in a later flush: HDF5 silently
+drops errors of flushes made when h5py releases an object, and a file whose cached chunks
+cannot be flushed crashed the process (SIGSEGV) at close or exit. After its first error an
+`H5Output` is closed once, quietly, and never touched again.
 """
 
 from __future__ import annotations
 
+import errno
+import io
 import json
+import os
+import re
 import shutil
 import threading
 from pathlib import Path
@@ -24,7 +37,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import TVNetError
-from .flowio import write_flo
+from .flowio import flo_bytes
 
 DIR_FORMATS = ("jpeg", "flo", "npy")
 H5_DTYPES = ("float16", "float32", "uint8")
@@ -39,15 +52,58 @@ def partial_h5(final: Path) -> Path:
     return final.parent / f".{final.name}.partial"
 
 
+def os_error(e: BaseException, path: Path | str) -> OSError:
+    """`e` (an OSError, or an h5py error that carries an errno in its text) -> an OSError
+    naming `path` whose strerror is short and names the cause: "File too large [EFBIG]"."""
+    code = getattr(e, "errno", None)
+    if not code:
+        m = re.search(r"errno = (\d+)", str(e))
+        code = int(m[1]) if m else None
+    if code:
+        return OSError(code, f"{os.strerror(code)} [{errno.errorcode.get(code, code)}]", str(path))
+    return OSError(errno.EIO, str(e).splitlines()[0] if str(e) else type(e).__name__, str(path))
+
+
+def _write_bytes(path: Path, data: bytes | memoryview) -> None:
+    """Write a whole file; any failure (open, write, close) raises `os_error` naming `path`."""
+    try:
+        with open(path, "wb") as f:
+            f.write(data)
+    except OSError as e:
+        raise os_error(e, path) from None
+
+
+def _jpeg(array: np.ndarray, quality: int) -> memoryview:
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.fromarray(array).save(buf, format="JPEG", quality=quality)
+    return buf.getbuffer()
+
+
+def _npy(array: np.ndarray) -> memoryview:
+    buf = io.BytesIO()
+    np.save(buf, array, allow_pickle=False)
+    return buf.getbuffer()
+
+
 def _replace_dir(tmp: Path, final: Path) -> None:
     """Move `tmp` to `final`; an existing `final` (overwrite) is removed only afterwards."""
     old = None
-    if final.exists():
-        old = final.parent / f".{final.name}.old"
-        if old.exists():
-            shutil.rmtree(old)
-        final.rename(old)
-    tmp.rename(final)
+    try:
+        if final.exists():
+            old = final.parent / f".{final.name}.old"
+            if old.exists():
+                shutil.rmtree(old)
+            final.rename(old)
+        tmp.rename(final)
+    except OSError as e:
+        if old is not None and old.exists() and not final.exists():
+            try:
+                old.rename(final)  # the previous complete output comes back
+            except OSError:
+                pass
+        raise os_error(e, e.filename or final) from None
     if old is not None:
         shutil.rmtree(old, ignore_errors=True)
 
@@ -63,9 +119,12 @@ class DirOutput:
         self.start = start_index
         self.quality = jpeg_quality
         self.tmp = partial_dir(final)
-        if self.tmp.exists():  # left by an interrupted run
-            shutil.rmtree(self.tmp)
-        self.tmp.mkdir(parents=True)
+        try:
+            if self.tmp.exists():  # left by an interrupted run
+                shutil.rmtree(self.tmp)
+            self.tmp.mkdir(parents=True)
+        except OSError as e:
+            raise os_error(e, e.filename or self.tmp) from None
 
     @property
     def wants(self) -> set[str]:
@@ -81,23 +140,19 @@ class DirOutput:
         """RGB frame `(H, W, 3)` uint8 -> `img_%05d.jpg` (frame `index`, 0-based)."""
         if not self.frames:
             return
-        from PIL import Image
-
-        Image.fromarray(rgb).save(self.tmp / f"img_{index + self.start:05d}.jpg", quality=self.quality)
+        _write_bytes(self.tmp / f"img_{index + self.start:05d}.jpg", _jpeg(rgb, self.quality))
 
     def write_flow(self, index: int, rep: dict[str, np.ndarray]) -> None:
         """Flow field `index` (0-based): `rep["q"]` `(2, H, W)` uint8, `rep["f32"]` `(2, H, W)`."""
         n = index + self.start
         if "jpeg" in self.formats:
-            from PIL import Image
-
             q = rep["q"]
-            Image.fromarray(q[0]).save(self.tmp / f"flow_x_{n:05d}.jpg", quality=self.quality)
-            Image.fromarray(q[1]).save(self.tmp / f"flow_y_{n:05d}.jpg", quality=self.quality)
+            _write_bytes(self.tmp / f"flow_x_{n:05d}.jpg", _jpeg(q[0], self.quality))
+            _write_bytes(self.tmp / f"flow_y_{n:05d}.jpg", _jpeg(q[1], self.quality))
         if "flo" in self.formats:
-            write_flo(self.tmp / f"flow_{n:05d}.flo", np.moveaxis(rep["f32"], 0, -1))
+            _write_bytes(self.tmp / f"flow_{n:05d}.flo", flo_bytes(np.moveaxis(rep["f32"], 0, -1)))
         if "npy" in self.formats:
-            np.save(self.tmp / f"flow_{n:05d}.npy", np.ascontiguousarray(rep["f32"], dtype=np.float32))
+            _write_bytes(self.tmp / f"flow_{n:05d}.npy", _npy(np.ascontiguousarray(rep["f32"], dtype=np.float32)))
 
     def finish(self, meta: dict) -> None:
         _replace_dir(self.tmp, self.final)
@@ -116,9 +171,14 @@ class H5Output:
         self.dtype = dtype
         self.bound = bound
         self.tmp = partial_h5(final)
-        self.tmp.parent.mkdir(parents=True, exist_ok=True)
-        self.tmp.unlink(missing_ok=True)
+        try:
+            self.tmp.parent.mkdir(parents=True, exist_ok=True)
+            self.tmp.unlink(missing_ok=True)
+        except OSError as e:
+            raise os_error(e, e.filename or self.tmp) from None
         self._file = None
+        self._ds = None
+        self._error: OSError | None = None  # the first failure; the file is closed then
         self._n = 0
 
     @property
@@ -128,46 +188,73 @@ class H5Output:
     def write_frame(self, index: int, rgb: np.ndarray) -> None:
         return None
 
+    def _failed(self, e: BaseException) -> OSError:
+        """Record the first failure and close the file once, quietly (under _H5_LOCK)."""
+        if self._error is None:
+            self._error = os_error(e, self.tmp)
+        self._ds = None
+        if self._file is not None:
+            f, self._file = self._file, None
+            try:
+                f.close()
+            except Exception:  # noqa: BLE001 - the write error is what gets reported
+                pass
+        return self._error
+
     def write_flow(self, index: int, rep: dict[str, np.ndarray]) -> None:
         import h5py
 
         arr = rep[{"uint8": "q", "float16": "f16", "float32": "f32"}[self.dtype]]  # (2, H, W)
         with _H5_LOCK:
-            if self._file is None:
-                self._file = h5py.File(self.tmp, "w")
-                self._file.create_dataset("flow", shape=(0, *arr.shape), maxshape=(None, *arr.shape),
-                                          dtype=self.dtype, chunks=(1, *arr.shape))
-            ds = self._file["flow"]
-            if index >= ds.shape[0]:
-                ds.resize(index + 1, axis=0)
-            ds[index] = arr
+            if self._error is not None:
+                raise self._error
+            try:
+                if self._file is None:
+                    self._file = h5py.File(self.tmp, "w", rdcc_nbytes=0)  # no chunk cache: see module doc
+                    self._ds = self._file.create_dataset(
+                        "flow", shape=(0, *arr.shape), maxshape=(None, *arr.shape),
+                        dtype=self.dtype, chunks=(1, *arr.shape))
+                if index >= self._ds.shape[0]:
+                    self._ds.resize(index + 1, axis=0)
+                self._ds[index] = arr
+            except (OSError, RuntimeError, ValueError) as e:
+                raise self._failed(e) from None
             self._n = max(self._n, index + 1)
 
     def finish(self, meta: dict) -> None:
         with _H5_LOCK:
+            if self._error is not None:
+                raise self._error
             if self._file is None:
                 raise TVNetError(f"{self.final}: no flow fields were written")
-            attrs = self._file.attrs
-            for k, v in meta.items():
-                attrs[k] = json.dumps(v) if isinstance(v, (dict, list, tuple)) else v
-            attrs["dtype"] = self.dtype
-            attrs["layout"] = "flow[i] = (u, v) in pixels from frame i to frame i+step; u +x right, v +y down"
-            if self.dtype == "uint8":
-                attrs["bound"] = self.bound
-                attrs["quantization"] = "q = clip(round(255 * (v + bound) / (2 * bound)), 0, 255)"
-            self._file.close()
-            self._file = None
-        self.tmp.replace(self.final)
+            try:
+                attrs = self._file.attrs
+                for k, v in meta.items():
+                    attrs[k] = json.dumps(v) if isinstance(v, (dict, list, tuple)) else v
+                attrs["dtype"] = self.dtype
+                attrs["layout"] = "flow[i] = (u, v) in pixels from frame i to frame i+step; u +x right, v +y down"
+                if self.dtype == "uint8":
+                    attrs["bound"] = self.bound
+                    attrs["quantization"] = "q = clip(round(255 * (v + bound) / (2 * bound)), 0, 255)"
+                self._ds = None
+                f, self._file = self._file, None
+                f.close()
+            except (OSError, RuntimeError, ValueError) as e:
+                raise self._failed(e) from None
+        try:
+            self.tmp.replace(self.final)
+        except OSError as e:
+            raise os_error(e, self.final) from None
 
     def abort(self) -> None:
+        """Close (quietly) and remove the temporary file; never raises."""
         with _H5_LOCK:
             if self._file is not None:
-                try:
-                    self._file.close()
-                except (OSError, RuntimeError):
-                    pass
-                self._file = None
-        self.tmp.unlink(missing_ok=True)
+                self._failed(RuntimeError("aborted"))
+        try:
+            self.tmp.unlink(missing_ok=True)
+        except OSError:
+            pass
 
 
 def count_outputs(final_dir: Path) -> tuple[int, int]:
@@ -182,8 +269,17 @@ def count_outputs(final_dir: Path) -> tuple[int, int]:
 
 
 def h5_counts(path: Path) -> tuple[int, int]:
-    """(flow fields, decoded frames) recorded in a finished HDF5 file."""
+    """(flow fields, decoded frames) recorded in a finished HDF5 file; `TVNetError` when it
+    cannot be read as one."""
     import h5py
 
-    with _H5_LOCK, h5py.File(path, "r") as f:
-        return int(f["flow"].shape[0]), int(f.attrs.get("frames", f["flow"].shape[0] + 1))
+    try:
+        with _H5_LOCK, h5py.File(path, "r") as f:
+            flow = f.get("flow")
+            if not isinstance(flow, h5py.Dataset) or flow.ndim != 4:
+                raise TVNetError(f"{path}: not a tvnet HDF5 output (no 4-d dataset 'flow'); remove it "
+                                 f"or use --overwrite")
+            return int(flow.shape[0]), int(f.attrs.get("frames", flow.shape[0] + 1))
+    except (OSError, RuntimeError, ValueError) as e:
+        raise TVNetError(f"{path}: cannot read HDF5 output ({str(e).splitlines()[0]}); remove it "
+                         f"or use --overwrite") from None
