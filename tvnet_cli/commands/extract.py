@@ -47,6 +47,9 @@ def _formats(ctx: click.Context, param: click.Parameter, value: tuple[str, ...])
 @click.option("--short-side", type=int, help="Resize so the shorter side has this length.")
 @click.option("--start-index", type=int, default=1, help="Number of the first file (flow_x_00001.jpg).")
 @click.option("--no-frames", is_flag=True, help="Do not write the img_*.jpg RGB frames (jpeg format).")
+@click.option("--autorotate/--no-autorotate", default=True, show_default=True,
+              help="Turn frames upright by the video's rotation metadata (phone videos); "
+                   "--no-autorotate keeps the stored orientation.")
 @click.option("--h5-dtype", type=click.Choice(["float16", "float32", "uint8"]), default="float16",
               help="HDF5 flow dtype (uint8 = quantised with --bound).")
 @click.option("--jpeg-quality", type=int, default=95, help="JPEG quality, 1..100.")
@@ -73,7 +76,7 @@ def _formats(ctx: click.Context, param: click.Parameter, value: tuple[str, ...])
 def extract(inputs: tuple[str, ...], out: Path, formats: tuple[str, ...], preset: str,
             scales: int | None, warps: int | None, iters: int | None, weights: Path | None,
             bound: float, step: int, width: int | None, height: int | None, short_side: int | None,
-            start_index: int, no_frames: bool, h5_dtype: str, jpeg_quality: int, batch: int | None, backend: str,
+            start_index: int, no_frames: bool, autorotate: bool, h5_dtype: str, jpeg_quality: int, batch: int | None, backend: str,
             gpus: str | None, device: str | None, procs_per_device: int, classes: Path | None, overwrite: bool, decoders: int, writers: int,
             threads: int | None) -> None:
     """Compute optical flow for videos, folders of videos (recursive) or @list.txt files.
@@ -99,7 +102,7 @@ def extract(inputs: tuple[str, ...], out: Path, formats: tuple[str, ...], preset
         config = ExtractConfig(
             out=out, formats=formats, preset=preset, scales=scales, warps=warps, iters=iters,
             weights=weights, bound=bound, step=step, width=width, height=height,
-            short_side=short_side, start_index=start_index, frames=not no_frames,
+            short_side=short_side, start_index=start_index, frames=not no_frames, autorotate=autorotate,
             h5_dtype=h5_dtype, jpeg_quality=jpeg_quality, batch=batch, backend=backend, devices=devices,
             overwrite=overwrite, classes=classes, decoders=decoders, writers=writers,
             torch_threads=threads, rank=env.rank, world_size=env.world_size)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
@@ -35,6 +37,7 @@ class ExtractConfig(ConfigMixin):
     short_side: int | None = None
     start_index: int = 1  # file numbering: flow_x_00001.jpg is the first field
     frames: bool = True  # also write img_%05d.jpg RGB frames (jpeg format)
+    autorotate: bool = True  # apply the video's rotation metadata (display matrix / rotate tag)
     h5_dtype: str = "float16"
     jpeg_quality: int = 95
     batch: int | None = None  # pairs per model call; None = auto: 8 on the CPU; on CUDA as many as
@@ -65,8 +68,8 @@ class ExtractConfig(ConfigMixin):
             if getattr(self, opt) is not None:
                 positive[opt] = getattr(self, opt)
         for name, v in positive.items():
-            if v <= 0:
-                raise TVNetError(f"--{name.replace('_', '-')} must be > 0, got {v}")
+            if not (math.isfinite(v) and v > 0):  # NaN and inf too (NaN <= 0 is False)
+                raise TVNetError(f"--{name.replace('_', '-')} must be > 0 and finite, got {v}")
         if self.short_side is not None and (self.width is not None or self.height is not None):
             raise TVNetError("give either --short-side or --width/--height, not both")
         if self.start_index < 0:

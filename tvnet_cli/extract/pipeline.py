@@ -179,7 +179,7 @@ class _Runner:
         window: deque[np.ndarray] = deque()  # the last step + 1 frames
         n = 0
         try:
-            info = probe(job.src)  # a bad file fails here, before any output exists
+            info = probe(job.src, autorotate=c.autorotate)  # a bad file fails here, before any output exists
             video.info = info
             try:
                 video.outputs = self._make_outputs(job)
@@ -188,7 +188,7 @@ class _Runner:
             outputs = video.outputs
             # always a fixed size: a stream that changes resolution still gives equal-size pairs
             size = self._size(info.width, info.height) or (info.height, info.width)
-            frames = iter_frames(job.src, size)
+            frames = iter_frames(job.src, size, autorotate=c.autorotate)
             for frame in frames:
                 if video.failed:  # a write failed: stop decoding this video
                     frames.close()

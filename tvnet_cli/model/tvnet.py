@@ -19,7 +19,7 @@ import torch
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
-from ..checkpoint import load_dict, save_atomic
+from ..checkpoint import load_dict, save_atomic, validate_weights
 from ..config import ConfigMixin
 from ..errors import TVNetError
 from .. import kernels
@@ -203,6 +203,7 @@ class TVNet(nn.Module):
         ckpt = load_dict(path, "TVNet weights file")
         if not {"version", "config", "state_dict"} <= set(ckpt):
             raise TVNetError(f"{path}: not a TVNet weights file (missing version/config/state_dict)")
+        validate_weights(path, ckpt)
         if ckpt["version"] > WEIGHTS_VERSION:
             raise TVNetError(f"{path}: weights version {ckpt['version']} is newer than this tvnet")
         cfg = TVNetConfig.from_dict(dict(ckpt["config"]))
