@@ -108,6 +108,8 @@ def test_video_output_folder_not_writable(tmp_path):
     (["CLIP", "--format", "gif"], "gif"),
     (["CLIP", "--short-side", "10", "--width", "5"], "either --short-side"),
     (["CLIP", "--batch", "0"], "--batch must be > 0"),
+    (["CLIP", "--bound", "nan"], "--bound must be > 0 and finite, got nan"),
+    (["CLIP", "--bound", "inf"], "--bound must be > 0 and finite, got inf"),
     (["CLIP", "--gpus", "x"], "--gpus"),
     (["CLIP", "--preset", "nope"], "unknown preset"),
 ])
