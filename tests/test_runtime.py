@@ -265,3 +265,18 @@ def test_missing_device_is_one_line_exit_2(tmp_path: Path, args: list[str], opti
     assert r.output.startswith("Error: ") and len(r.output.strip().splitlines()) == 1
     assert option in r.output and "cpu" in r.output and "Traceback" not in r.output
     assert not (tmp_path / "out").exists()  # nothing started
+
+
+def test_presets_command_is_a_table_with_the_default_marked() -> None:
+    from click.testing import CliRunner
+
+    from tvnet_cli.cli import main
+    from tvnet_cli.model.presets import preset_names
+
+    r = CliRunner().invoke(main, ["presets"])
+    assert r.exit_code == 0, r.output
+    assert "S-W-I" in r.output and "scales x warps x iterations" in " ".join(r.output.split())
+    for name in preset_names():
+        assert name in r.output
+    assert "tvnet-50*" in r.output  # extract's default
+    assert "1-1-50" in r.output and "5-5-50" in r.output

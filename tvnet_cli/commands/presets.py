@@ -1,14 +1,37 @@
-"""`tvnet presets`: list the named configurations and shipped weights."""
+"""`tvnet presets`: the named configurations and shipped weights, as a table."""
 
 import click
+
+NOTES = {  # what each named preset is for (README "Presets" has the measurements)
+    "tvnet-50": "the paper's fast TVNet-50",
+    "tvnet-4-1-12": "about TVNet-50's cost, far better on large motion",
+    "tvnet-3-1-10": "multi-scale, fast",
+    "tvl1": "the paper's TV-L1 baseline: most accurate, slowest",
+    "tvnet-50-trained": "TVNet-50 with trained filters (weights/tvnet-50-trained.md)",
+}
 
 
 @click.command()
 def presets() -> None:
-    """List model presets (untrained configurations and shipped trained weights)."""
+    """List model presets: untrained schedules and shipped trained weights.
+
+    A schedule S-W-I is S pyramid scales x W warps per scale x I TV-L1 iterations per warp;
+    any `tvnet-S-W-I` works as a preset name too."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from ..extract.config import ExtractConfig
+    from ..model import TVNet
     from ..model.presets import PRESETS, shipped_weights
 
-    for name, cfg in sorted(PRESETS.items()):
-        click.echo(f"{name:16s} untrained  {cfg.scales}-{cfg.warps}-{cfg.iters}")
-    for name, path in shipped_weights().items():
-        click.echo(f"{name:16s} trained    {path.name}")
+    default = ExtractConfig.__dataclass_fields__["preset"].default
+    table = Table(title="tvnet presets", caption="S-W-I = scales x warps x iterations per warp; "
+                  "* = the default of `tvnet extract`; any tvnet-S-W-I is a preset too")
+    for col in ("preset", "kind", "S-W-I", "use"):
+        table.add_column(col)
+    rows = [(name, "untrained", cfg) for name, cfg in sorted(PRESETS.items())]
+    rows += [(name, "trained", TVNet.from_file(path).config) for name, path in shipped_weights().items()]
+    for name, kind, cfg in rows:
+        mark = "*" if name == default else ""
+        table.add_row(f"{name}{mark}", kind, f"{cfg.scales}-{cfg.warps}-{cfg.iters}", NOTES.get(name, ""))
+    Console(width=120).print(table)
