@@ -143,7 +143,7 @@ def _blocks(h: int, w: int, device: torch.device) -> tuple[int, int, int]:
 
 def iterate(u: torch.Tensor, px: torch.Tensor, py: torch.Tensor, grad_i: torch.Tensor,
             grad_sq: torch.Tensor, rho_c: torch.Tensor, taps: Taps,
-            consts: tuple[float, float, float, float], n: int
+            consts: tuple[float, float, float, float], n: int, block: tuple[int, int] | None = None
             ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """`n` applications of `tv_l1_step` (same arguments) on float32 tensors of one device.
 
@@ -151,6 +151,8 @@ def iterate(u: torch.Tensor, px: torch.Tensor, py: torch.Tensor, grad_i: torch.T
     the fixed planes are read in place). `taps` (forward (2, 2), backward (2, 2)) stay on the
     device; `consts` (lambda*theta, theta, tau/theta, eps) are Python floats. Inputs are not
     modified; returns new (u, px, py). One launch per iteration, no host synchronisation.
+    `block` (BLOCK_H, BLOCK_W), powers of two, overrides the tile (tests: GPU-like tiles on
+    the interpreter).
     """
     if any(isinstance(k, torch.Tensor) for k in consts):
         raise TypeError("triton_tvl1.iterate: consts must be Python floats (a tensor would need a host read)")
@@ -166,6 +168,8 @@ def iterate(u: torch.Tensor, px: torch.Tensor, py: torch.Tensor, grad_i: torch.T
     tap = torch.cat([t.detach().reshape(-1) for t in taps]).to(device=u.device, dtype=torch.float32)  # (8,)
     gi, gsq, rc = grad_i.detach(), grad_sq.detach(), rho_c.detach()
     bh, bw, warps = _blocks(h, w, u.device)
+    if block is not None:
+        bh, bw = block
     grid = (triton.cdiv(w, bw), triton.cdiv(h, bh), b)
     bufs = [[torch.empty_like(t) for t in state] for _ in range(min(n, 2))]
     for i in range(n):
