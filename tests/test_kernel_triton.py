@@ -61,6 +61,28 @@ def test_small_tiles_equal_whole_image_tiles():
     _close(tiled, stepwise(tv_l1_step)(*state, _ref_taps(), CONSTS, 3))
 
 
+@pytest.mark.parametrize("b,h,w,n,steps,block", [
+    (1, 1, 1, 3, 2, None),  # 1x1: the halo is all off-image
+    (3, 7, 5, 5, 3, None),  # one tile per image, launches of 3 + 2 iterations
+    (1, 12, 14, 5, 2, (8, 16)),  # 4 x 12 tiles inside 2-pixel halos, 2 + 2 + 1
+])
+def test_several_steps_per_launch_equal_one_per_launch(b, h, w, n, steps, block):
+    """Temporal blocking (`steps` iterations per launch in private scratch tiles): the same
+    numbers, bit for bit, as one launch per iteration, hence as the PyTorch step."""
+    state = _on(_solver_state(b, h, w, seed=8))
+    one = triton_tvl1.iterate(*state, _taps(), CONSTS, n)
+    blocked = triton_tvl1.iterate(*state, _taps(), CONSTS, n, steps=steps, block=block)
+    for a, c in zip(one, blocked):
+        assert torch.equal(a, c)
+    _close(blocked, stepwise(tv_l1_step)(*state, _ref_taps(), CONSTS, n))
+
+
+def test_steps_need_a_tile_wider_than_two_halos():
+    state = _on(_solver_state(1, 9, 9))
+    with pytest.raises(ValueError, match="too small"):
+        triton_tvl1.iterate(*state, _taps(), CONSTS, 4, steps=4, block=(8, 16))
+
+
 def _strided(state):
     """The fixed planes as the model passes them: `grad_i = w[:, 1:]` of a (B, 3, h, w) warp
     output, `grad_sq`, `rho_c` channels of one (B, 2, h, w) tensor stored column-major
@@ -121,10 +143,10 @@ def test_no_host_synchronisation():
         torch.ones(1, device=DEVICE).item()
         torch.tensor([1.0, 2.0], device=DEVICE)
     assert probe.ops["aten._local_scalar_dense"] == 1 and probe.ops["aten.lift_fresh"] == 1
-    for n in (1, 4):
+    for n, steps in ((1, 1), (3, 1), (3, 2)):
         with _SyncCounter() as probe:
-            triton_tvl1.iterate(*state, taps, CONSTS, n)
-        assert sum(probe.ops.values()) == 0, (n, probe.ops)
+            triton_tvl1.iterate(*state, taps, CONSTS, n, steps=steps)
+        assert sum(probe.ops.values()) == 0, (n, steps, probe.ops)
 
 
 def test_consts_must_be_python_floats():
@@ -151,8 +173,10 @@ def test_one_level_on_real_frames_matches_pytorch(data_dir):
 
 
 @pytest.mark.skipif(DEVICE.type != "cuda", reason="no CUDA device here")
-def test_cuda_kernel_at_video_size_matches_pytorch_step():
-    """On a GPU: the compiled kernel (GPU tiles, several per image) at 340x256, batch 4."""
+@pytest.mark.parametrize("steps", [1, 4])
+def test_cuda_kernel_at_video_size_matches_pytorch_step(steps):
+    """On a GPU: the compiled kernels (GPU tiles, several per image; with steps > 1 the
+    scratch tiles and block barriers) at 340x256, batch 4, against the PyTorch step."""
     state = _on(_solver_state(4, 256, 340, seed=7))
-    reference = stepwise(tv_l1_step)(*state, _taps(), CONSTS, 20)
-    _close(triton_tvl1.iterate(*state, _taps(), CONSTS, 20), reference)
+    reference = stepwise(tv_l1_step)(*state, _ref_taps(), CONSTS, 20)
+    _close(triton_tvl1.iterate(*state, _taps(), CONSTS, 20, steps=steps), reference)
