@@ -5,6 +5,9 @@ place, leaves its inputs alone and never waits for the device."""
 from __future__ import annotations
 
 import collections
+import os
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -155,6 +158,15 @@ def test_consts_must_be_python_floats():
         triton_tvl1.iterate(*state, _taps(), (torch.tensor(0.045), 0.3, 0.83, 1e-12), 1)
 
 
+def test_cpu_tensors_without_the_interpreter_are_a_clear_error():
+    code = ("import torch; from tvnet_cli.kernels import triton_tvl1 as k; z = torch.zeros(1, 2, 3, 3); "
+            "k.iterate(z, z, z, z, z[:, :1] + 1, z[:, :1], (torch.ones(2, 2),) * 2, "
+            "(0.1, 0.3, 0.8, 1e-12), 1)")
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
+    assert r.returncode != 0 and "TVNetError" in r.stderr and "TRITON_INTERPRET=1" in r.stderr
+
+
 def test_one_level_on_real_frames_matches_pytorch(data_dir):
     """A whole TV-L1 level (warps between runs of iterations) on a real pair, batch 2 (both
     directions), odd size, trained-looking taps: the flow within 1e-3 px mean."""
@@ -180,3 +192,15 @@ def test_cuda_kernel_at_video_size_matches_pytorch_step(steps):
     state = _on(_solver_state(4, 256, 340, seed=7))
     reference = stepwise(tv_l1_step)(*state, _ref_taps(), CONSTS, 20)
     _close(triton_tvl1.iterate(*state, _taps(), CONSTS, 20, steps=steps), reference)
+
+
+@pytest.mark.skipif(torch.cuda.device_count() < 2, reason="needs two CUDA devices")
+def test_cuda_kernel_on_a_second_device():
+    """Tensors on cuda:1 while cuda:0 is current: the kernel runs on cuda:1."""
+    state = tuple(t.to("cuda:1") for t in _solver_state(2, 9, 13, seed=9))
+    taps = tuple(t.to("cuda:1") for t in TAPS)
+    reference = stepwise(tv_l1_step)(*state, taps, CONSTS, 3)
+    with torch.cuda.device(0):
+        fast = triton_tvl1.iterate(*state, taps, CONSTS, 3)
+    assert fast[0].device == torch.device("cuda:1")
+    _close(fast, reference)

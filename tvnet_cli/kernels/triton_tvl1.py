@@ -22,10 +22,11 @@ Estimate on one H200 (~4.3 TB/s measured copy bandwidth), 340x256 pairs, large b
 `iterate(..., steps=k)`, k > 1, runs k iterations per launch (temporal blocking): each
 program iterates on its tile plus a k-pixel halo in two private scratch buffers (global
 memory, meant to stay in L1/L2; 2 x 6 planes of 32 x 32 per program, about 2 GB for batch
-256 at 340x256 with k = 4), with a block barrier between iterations. DRAM traffic drops to about
-64/k B per pixel per iteration (plus halo overlap), at the price of recomputing the halo.
-Bit-identical to steps=1 under the interpreter; not yet compiled or measured on a GPU, so
-the default stays 1 until a GPU session compares the two.
+256 at 340x256 with k = 4), with a block barrier between iterations. DRAM traffic drops
+to about 64/k B per pixel per iteration (plus halo overlap), at the price of recomputing
+the halo. Bit-identical to steps=1 under the interpreter; both kernels compile for sm_90
+without spills, but neither has run on a GPU yet, so the default stays 1 until a GPU
+session compares the two.
 
 Under `TRITON_INTERPRET=1` the same kernels run on CPU tensors (tests and CI); blocks are
 then large (a whole small image per program) because the interpreter pays per program.
@@ -33,9 +34,13 @@ then large (a whole small image per program) because the interpreter pays per pr
 
 from __future__ import annotations
 
+import contextlib
+
 import torch
 import triton
 import triton.language as tl
+
+from ..errors import TVNetError
 
 Taps = tuple[torch.Tensor, torch.Tensor]
 
@@ -206,6 +211,10 @@ def _tvl1_steps_kernel(u_ptr, px_ptr, py_ptr, uo_ptr, pxo_ptr, pyo_ptr,
     tl.store(pyo_ptr + state + plane + gs, tl.load(fin + 5 * ext + ls), mask=own)
 
 
+# True when TRITON_INTERPRET=1 was set before this module was imported (CPU tensors work)
+INTERPRETED = not isinstance(_tvl1_step_kernel, triton.runtime.JITFunction)
+
+
 def _blocks(h: int, w: int, device: torch.device, halo: int = 0) -> tuple[int, int, int]:
     """(BLOCK_H, BLOCK_W, num_warps) of a program's tile, halo included.
 
@@ -245,6 +254,9 @@ def iterate(u: torch.Tensor, px: torch.Tensor, py: torch.Tensor, grad_i: torch.T
         if t.dtype != torch.float32 or t.device != u.device:
             raise TypeError(f"triton_tvl1.iterate: float32 tensors on {u.device} expected, "
                             f"got {t.dtype} on {t.device}")
+    if u.device.type == "cpu" and not INTERPRETED:
+        raise TVNetError("the Triton TV-L1 kernel runs on CPU tensors only under TRITON_INTERPRET=1, "
+                         "set before tvnet_cli.kernels.triton_tvl1 is imported")
     b, _, h, w = u.shape
     state = [t.detach().contiguous() for t in (u, px, py)]  # (B, 2, h, w); no copy if contiguous
     if n <= 0:
@@ -264,14 +276,17 @@ def iterate(u: torch.Tensor, px: torch.Tensor, py: torch.Tensor, grad_i: torch.T
     bufs = [[torch.empty_like(t) for t in state] for _ in range(min(-(-n // per), 2))]
     if halo:  # two private 6-plane buffers per program, reused by every launch
         scratch = torch.empty(grid[0] * grid[1] * b * 12 * bh * bw, dtype=torch.float32, device=u.device)
-    for launch, done in enumerate(range(0, n, per)):
-        out = bufs[launch % 2]
-        if halo:
-            _tvl1_steps_kernel[grid](*state, *out, gi, gsq, rc, tap, scratch, h, w, *strides,
-                                     lt, theta, taut, eps, min(per, n - done),
-                                     HALO=halo, EXT_H=bh, EXT_W=bw, num_warps=warps)
-        else:
-            _tvl1_step_kernel[grid](*state, *out, gi, gsq, rc, tap, h, w, *strides,
-                                    lt, theta, taut, eps, BLOCK_H=bh, BLOCK_W=bw, num_warps=warps)
-        state = out
+    # Triton launches on the current CUDA device: make it the tensors' (cuda:1 from cuda:0)
+    on_device = torch.cuda.device(u.device) if u.device.type == "cuda" else contextlib.nullcontext()
+    with on_device:
+        for launch, done in enumerate(range(0, n, per)):
+            out = bufs[launch % 2]
+            if halo:
+                _tvl1_steps_kernel[grid](*state, *out, gi, gsq, rc, tap, scratch, h, w, *strides,
+                                         lt, theta, taut, eps, min(per, n - done),
+                                         HALO=halo, EXT_H=bh, EXT_W=bw, num_warps=warps)
+            else:
+                _tvl1_step_kernel[grid](*state, *out, gi, gsq, rc, tap, h, w, *strides,
+                                        lt, theta, taut, eps, BLOCK_H=bh, BLOCK_W=bw, num_warps=warps)
+            state = out
     return state[0], state[1], state[2]
