@@ -10,6 +10,9 @@ import pytest
 import torch
 from PIL import Image
 
+if not torch.cuda.is_available():  # Triton kernels run on CPU tensors in its interpreter
+    os.environ.setdefault("TRITON_INTERPRET", "1")  # (read when triton.jit decorates: set first)
+
 DATA = Path(os.environ.get("TVNET_SHARED_DATA") or Path(__file__).resolve().parents[1].parent / "shared" / "data")
 
 torch.set_num_threads(2)
