@@ -104,9 +104,13 @@ def centred_gradient(
     """Centred difference of `(B, C, H, W)` (Eq. 3/7): zero on the first/last column (x)
     and first/last row (y). `taps` is `(2, 3)`: row 0 for x, row 1 for y."""
     t = _taps(taps, x)
-    gx = t[0, 0] * x[..., :, :-2] + t[0, 1] * x[..., :, 1:-1] + t[0, 2] * x[..., :, 2:]
-    gy = t[1, 0] * x[..., :-2, :] + t[1, 1] * x[..., 1:-1, :] + t[1, 2] * x[..., 2:, :]
-    return F.pad(gx, (1, 1, 0, 0)), F.pad(gy, (0, 0, 1, 1))
+    h, w = x.shape[-2:]
+    # an image 1 or 2 pixels wide (high) is all border: its gradient is zero there
+    gx = F.pad(t[0, 0] * x[..., :, :-2] + t[0, 1] * x[..., :, 1:-1] + t[0, 2] * x[..., :, 2:],
+               (1, 1, 0, 0)) if w > 2 else torch.zeros_like(x)
+    gy = F.pad(t[1, 0] * x[..., :-2, :] + t[1, 1] * x[..., 1:-1, :] + t[1, 2] * x[..., 2:, :],
+               (0, 0, 1, 1)) if h > 2 else torch.zeros_like(x)
+    return gx, gy
 
 
 def forward_gradient(
@@ -198,4 +202,5 @@ def pyramid_sizes(h: int, w: int, max_scales: int, zfactor: float) -> list[tuple
     diag = math.hypot(h, w)
     n = 1 + int(math.log(max(diag / 4.0, 1.0)) / math.log(1.0 / zfactor))
     n = max(1, min(n, max_scales))
-    return [(max(2, round(h * zfactor**s)), max(2, round(w * zfactor**s))) for s in range(n)]
+    # at least 2 pixels a side at coarse levels, but never more than the image has
+    return [(max(min(2, h), round(h * zfactor**s)), max(min(2, w), round(w * zfactor**s))) for s in range(n)]
