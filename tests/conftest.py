@@ -28,7 +28,7 @@ torch.set_num_threads(2)
 def data_dir() -> Path:
     """The optional larger data; skips (fails under TVNET_REQUIRE_DATA=1) where it is absent."""
     if not DATA.is_dir():
-        reason = f"optional data not found at {DATA} (set TVNET_SHARED_DATA)"
+        reason = f"needs the optional research-use data (Middlebury, FlyingChairs) at {DATA}; set TVNET_SHARED_DATA"
         if os.environ.get("TVNET_REQUIRE_DATA") == "1":
             pytest.fail(f"TVNET_REQUIRE_DATA=1: {reason}")
         pytest.skip(reason)
