@@ -1,8 +1,15 @@
-"""Shared fixtures: the real data beside the checkout (../shared/data) and small helpers."""
+"""Shared fixtures and helpers.
+
+Test data: what the tests need ships in tests/data (openly licensed, see its PROVENANCE.md)
+or is generated (tests/synthetic.py). Optional larger data -- research-use-only images with
+ground truth, used only for OpenCV-parity and benchmark numbers -- is found by one rule:
+$TVNET_SHARED_DATA, else ../shared/data beside the checkout. Tests that need it skip with the
+reason shown, except under TVNET_REQUIRE_DATA=1 (CI), where such a skip fails instead."""
 
 from __future__ import annotations
 
 import os
+import tarfile
 from pathlib import Path
 
 import numpy as np
@@ -13,6 +20,8 @@ from PIL import Image
 if not torch.cuda.is_available():  # Triton kernels run on CPU tensors in its interpreter
     os.environ.setdefault("TRITON_INTERPRET", "1")  # (read when triton.jit decorates: set first)
 
+SHIPPED = Path(__file__).resolve().parent / "data"  # small, openly licensed, in the repository
+VIDEOS = SHIPPED / "videos"
 DATA = Path(os.environ.get("TVNET_SHARED_DATA") or Path(__file__).resolve().parents[1].parent / "shared" / "data")
 
 torch.set_num_threads(2)
@@ -20,9 +29,22 @@ torch.set_num_threads(2)
 
 @pytest.fixture(scope="session")
 def data_dir() -> Path:
+    """The optional larger data; skips (fails under TVNET_REQUIRE_DATA=1) where it is absent."""
     if not DATA.is_dir():
-        pytest.skip(f"real test data not found at {DATA}")
+        reason = f"needs the optional research-use data (Middlebury, FlyingChairs) at {DATA}; set TVNET_SHARED_DATA"
+        if os.environ.get("TVNET_REQUIRE_DATA") == "1":
+            pytest.fail(f"TVNET_REQUIRE_DATA=1: {reason}")
+        pytest.skip(reason)
     return DATA
+
+
+@pytest.fixture(scope="session")
+def splits_dir(tmp_path_factory) -> Path:
+    """The official UCF101 / HMDB51 split files (shipped compressed), unpacked once."""
+    out = tmp_path_factory.mktemp("splits")
+    with tarfile.open(SHIPPED / "splits.tar.xz") as tar:
+        tar.extractall(out, filter="data")
+    return out
 
 
 def load_rgb(path: Path) -> np.ndarray:

@@ -1,5 +1,5 @@
-"""End-to-end action training on a generated motion-only dataset (real PyAV videos from
-real Middlebury textures): gradients reach TVNet, exact resume, flow learns / RGB does not,
+"""End-to-end action training on a generated motion-only dataset (real PyAV videos of
+procedural textures): gradients reach TVNet, exact resume, flow learns / RGB does not,
 the CLI commands."""
 
 import os
@@ -13,7 +13,6 @@ import torch
 import torch.nn.functional as F
 from click.testing import CliRunner
 
-from conftest import DATA
 from tvnet_cli.cli import main
 from tvnet_cli.errors import TVNetError
 from tvnet_cli.io.datasets_action import ClipDataset, batch_plan, parse_ucf101
@@ -34,7 +33,7 @@ def _threads():
 @pytest.fixture(scope="module")
 def toy(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("toy") / "UCF-toy"
-    counts = make_toy_actions(out, TOY, textures=DATA / "middlebury")
+    counts = make_toy_actions(out, TOY)  # procedural textures
     assert counts == {"classes": 4, "train": 32, "test": 16}
     return out
 

@@ -1,4 +1,4 @@
-"""`tvnet extract` on real videos: layout, counts, JPEG vs HDF5 values, attributes, lists."""
+"""`tvnet extract` on real videos (shipped in tests/data/videos): layout, counts, JPEG vs HDF5 values, attributes, lists."""
 
 from __future__ import annotations
 
@@ -10,14 +10,13 @@ import pytest
 from click.testing import CliRunner
 from PIL import Image
 
+from conftest import VIDEOS
 from tvnet_cli.cli import main
 from tvnet_cli.errors import TVNetError
 from tvnet_cli.extract import ExtractConfig, assign_labels, collect_videos, extract, read_classes, shard
 from tvnet_cli.io.quantize import dequantize
 from tvnet_cli.io.video import write_video
 
-VIDEOS = Path(__file__).parents[1].parent / "shared" / "data" / "videos"
-needs_videos = pytest.mark.skipif(not VIDEOS.is_dir(), reason="../shared/data/videos not present")
 
 FAST = dict(width=96, height=72, iters=10, torch_threads=1, batch=8)
 
@@ -37,7 +36,6 @@ def names(folder: Path, prefix: str) -> list[str]:
     return sorted(p.name for p in folder.iterdir() if p.name.startswith(prefix))
 
 
-@needs_videos
 def test_real_avi_jpeg_and_h5_same_run(tmp_path):
     """test.avi (164 frames): 163 flow pairs + 164 frames, 1-based; JPEGs decode to the
     HDF5 float flow of the same run within quantisation + JPEG error; h5 attrs/shape."""
@@ -81,7 +79,6 @@ def test_real_avi_jpeg_and_h5_same_run(tmp_path):
     assert not (out / "failures.txt").exists()
 
 
-@needs_videos
 def test_real_mp4_start_index_0_npy_and_h5_uint8(tmp_path):
     """test.mp4 (300 frames) at 64x48: 299 fields, numbered from 0; npy equals dequantised h5."""
     import h5py

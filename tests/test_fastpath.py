@@ -5,16 +5,17 @@ from __future__ import annotations
 import pytest
 import torch
 
-from conftest import load_rgb, to_batch
+from conftest import to_batch
+from synthetic import PAIRS, flow_pair
 from tvnet_cli import TVNet
 from tvnet_cli.kernels import cpu as cpu_kernel
 from tvnet_cli.model import ops
 from tvnet_cli.model.tvnet import stepwise, tv_l1_step
 
 
-def _chairs_batch(data_dir):
-    f0 = to_batch(load_rgb(data_dir / "chairs/0000001-img0.ppm")[:128, :192])
-    f1 = to_batch(load_rgb(data_dir / "chairs/0000001-img1.ppm")[:128, :192])
+def _pair_batch():
+    a, b, _ = flow_pair(128, 192, PAIRS["00001"])
+    f0, f1 = to_batch(a), to_batch(b)
     return torch.cat([f0, f1]), torch.cat([f1, f0])  # a batch of 2, both directions
 
 
@@ -35,8 +36,8 @@ CONSTS = (0.15 * 0.3, 0.3, 0.25 / 0.3, 1e-12)
 
 
 @pytest.mark.parametrize("preset", ["tvnet-50", "tvnet-3-1-10"])
-def test_c_backend_model_matches_torch(data_dir, preset):
-    f0, f1 = _chairs_batch(data_dir)
+def test_c_backend_model_matches_torch(preset):
+    f0, f1 = _pair_batch()
     model = TVNet.from_preset(preset)
     model.backend = "torch"
     reference = model.predict(f0, f1)
@@ -52,10 +53,10 @@ def test_c_backend_model_matches_torch(data_dir, preset):
 @pytest.mark.cuda
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device here")
 @pytest.mark.parametrize("preset", ["tvnet-50", "tvl1", "tvnet-50-trained"])
-def test_cuda_triton_model_matches_torch_and_cpu(data_dir, preset):
+def test_cuda_triton_model_matches_torch_and_cpu(preset):
     """On a GPU: auto runs Triton, equal to the PyTorch step on CUDA and to the CPU; on
     cuda:N, N > 0, too (the kernel must launch on the tensors' device)."""
-    f0, f1 = _chairs_batch(data_dir)
+    f0, f1 = _pair_batch()
     model = TVNet.from_preset(preset)
     cpu = model.predict(f0, f1)
     for index in range(torch.cuda.device_count())[:2]:
@@ -118,8 +119,8 @@ def test_frozen_model_takes_the_inference_path_under_autograd():
     torch.testing.assert_close(out, model.predict(x, y))
 
 
-def test_early_stop_on_the_fast_path_matches_eager(data_dir):
-    f0, f1 = _chairs_batch(data_dir)
+def test_early_stop_on_the_fast_path_matches_eager():
+    f0, f1 = _pair_batch()
     model = TVNet.from_preset("tvnet-50", stop_tol=0.01)
     model.backend = "torch"
     reference = model.predict(f0, f1)

@@ -8,13 +8,14 @@ import cv2
 import numpy as np
 import pytest
 
+from synthetic import Motion, flow_pair
 from tvnet_cli.errors import TVNetError
 from tvnet_cli.io.flowio import (read_flo, read_flow, read_kitti_flow, read_png16, write_flo,
                                  write_kitti_flow, write_png16)
 
 
-def test_kitti_png_roundtrip_matches_opencv(data_dir: Path, tmp_path: Path) -> None:
-    gt = read_flo(data_dir / "chairs/0000001-gt.flo")  # (H, W, 2) real flow
+def test_kitti_png_roundtrip_matches_opencv(tmp_path: Path) -> None:
+    gt = flow_pair(96, 128, Motion(dx=-40.3, dy=7.1, degrees=25.0, zoom=1.3))[2]  # (H, W, 2), up to ~70 px
     rng = np.random.default_rng(0)
     valid = rng.random(gt.shape[:2]) > 0.3
     path = tmp_path / "000000_10.png"

@@ -1,6 +1,4 @@
-"""Official UCF101 / HMDB51 split files parse to the official counts; lists; missing videos."""
-
-from pathlib import Path
+"""Official UCF101 / HMDB51 split files (shipped in tests/data) parse to the official counts; lists; missing videos."""
 
 import numpy as np
 import pytest
@@ -9,12 +7,10 @@ from tvnet_cli.errors import TVNetError
 from tvnet_cli.io.datasets_action import (UCF101_COUNTS, VideoItem, batch_plan, check_videos, parse_hmdb51,
                                           parse_list, parse_ucf101, segment_starts, stack_indices)
 
-SPLITS = Path(__file__).parents[1].parent / "shared" / "data" / "splits"
-
 
 @pytest.mark.parametrize("split", [1, 2, 3])
-def test_ucf101_official_counts(split):
-    s = parse_ucf101(SPLITS / "ucf101", split)
+def test_ucf101_official_counts(splits_dir, split):
+    s = parse_ucf101(splits_dir / "ucf101", split)
     assert len(s.classes) == 101
     assert (len(s.train), len(s.test)) == UCF101_COUNTS[split]
     assert s.classes[0] == "ApplyEyeMakeup" and s.classes[-1] == "YoYo"
@@ -27,22 +23,22 @@ def test_ucf101_official_counts(split):
     assert not {it.path for it in s.train} & {it.path for it in s.test}
 
 
-def test_hmdb51_official_counts():
-    s = parse_hmdb51(SPLITS / "hmdb51", 1)
+def test_hmdb51_official_counts(splits_dir):
+    s = parse_hmdb51(splits_dir / "hmdb51", 1)
     assert len(s.classes) == 51
     assert (len(s.train), len(s.test)) == (3570, 1530)
     assert s.classes[0] == "brush_hair"
     assert s.train[0].path == "brush_hair/April_09_brush_hair_u_nm_np1_ba_goo_0.avi"
     assert all(sum(it.label == c for it in s.test) == 30 for c in range(51))
     for split in (2, 3):
-        t = parse_hmdb51(SPLITS / "hmdb51", split)
+        t = parse_hmdb51(splits_dir / "hmdb51", split)
         assert (len(t.train), len(t.test)) == (3570, 1530)
 
 
-def test_annotations_found_beside_root(tmp_path):
+def test_annotations_found_beside_root(splits_dir, tmp_path):
     ann = tmp_path / "ucfTrainTestlist"
     ann.mkdir()
-    for f in (SPLITS / "ucf101").iterdir():
+    for f in (splits_dir / "ucf101").iterdir():
         (ann / f.name).write_bytes(f.read_bytes())
     root = tmp_path / "UCF-101"
     root.mkdir()
@@ -52,8 +48,8 @@ def test_annotations_found_beside_root(tmp_path):
         parse_ucf101(None, 1, tmp_path / "a" / "nowhere")
 
 
-def test_missing_videos_are_named(tmp_path):
-    s = parse_ucf101(SPLITS / "ucf101", 1)
+def test_missing_videos_are_named(splits_dir, tmp_path):
+    s = parse_ucf101(splits_dir / "ucf101", 1)
     (tmp_path / "ApplyEyeMakeup").mkdir()
     (tmp_path / s.train[0].path).write_bytes(b"x")
     with pytest.raises(TVNetError, match=r"9536 listed videos missing: ApplyEyeMakeup/v_ApplyEyeMakeup_g08_c02.avi"):

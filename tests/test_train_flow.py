@@ -1,5 +1,5 @@
-"""Training TVNet on flow: paper Table 1 behaviour on real pairs (training pairs and pairs it
-never saw), validation-based model selection, trainable TV-L1 scalars, flip/transpose
+"""Training TVNet on flow: paper Table 1 behaviour on generated pairs with exact flow (training
+pairs and pairs it never saw), validation-based model selection, trainable TV-L1 scalars, flip/transpose
 augmentation, resume, unsupervised video training, the saved file and the loss curve."""
 
 from __future__ import annotations
@@ -13,6 +13,8 @@ import torch
 from click.testing import CliRunner
 from PIL import Image
 
+from conftest import VIDEOS
+from synthetic import PAIRS, flow_pair, write_chairs, write_middlebury
 from tvnet_cli.cli import main
 from tvnet_cli.errors import TVNetError
 from tvnet_cli.evaluate import pair_tensors
@@ -21,13 +23,19 @@ from tvnet_cli.model import TVNet, ops
 from tvnet_cli.train_flow import TrainFlowConfig, _crop_flip, checkpoint_path, train_flow
 
 
-def test_training_halves_epe_on_training_pair(data_dir: Path, tmp_path: Path) -> None:
+@pytest.fixture(scope="module")
+def chairs(tmp_path_factory) -> Path:
+    """Three generated pairs (different motions, exact flow) in the FlyingChairs layout."""
+    return write_chairs(tmp_path_factory.mktemp("data") / "chairs", size=(80, 104))
+
+
+def test_training_halves_epe_on_training_pair(chairs: Path, tmp_path: Path) -> None:
     """Table 1: TVNet-50 trained on a ground-truth pair (EPE loss) at least halves its EPE there.
 
-    A real FlyingChairs pair at 1/5 size keeps CI fast; u0 gets a larger step (pixels) than
-    the filters (taps of about 1), which Adam otherwise pushes too far.
+    A small pair keeps CI fast; u0 gets a larger step (pixels) than the filters (taps of
+    about 1), which Adam otherwise pushes too far.
     """
-    cfg = TrainFlowConfig(data=str(data_dir / "chairs"), pairs=("0000000",), scale=0.2, init="tvnet-50",
+    cfg = TrainFlowConfig(data=str(chairs), pairs=("00000",), scale=1.0, init="tvnet-50",
                           train="all", lr=0.05, u0_lr=0.4, steps=80, checkpoint_every=1000)
     res = train_flow(cfg, tmp_path / "t50.pt")
     before, after = res.before["train"]["epe"], res.after["train"]["epe"]
@@ -36,19 +44,19 @@ def test_training_halves_epe_on_training_pair(data_dir: Path, tmp_path: Path) ->
     # the file records config, data, steps and EPE; `tvnet epe --weights` takes it
     model = TVNet.from_file(tmp_path / "t50.pt")
     assert model.config.iters == 50 and model.meta["steps"] == 80
-    assert model.meta["train_config"]["data"] == str(data_dir / "chairs")
+    assert model.meta["train_config"]["data"] == str(chairs)
     assert model.meta["epe_after"]["train"]["epe"] == pytest.approx(after)
     png = Image.open(res.loss_png)
     assert png.size == (640, 360) and len(res.losses) == 80
 
 
-def test_memorising_u0_hurts_unseen_pairs_and_keep_best_guards_them(data_dir: Path, tmp_path: Path) -> None:
+def test_memorising_u0_hurts_unseen_pairs_and_keep_best_guards_them(chairs: Path, tmp_path: Path) -> None:
     """The other half of Table 1 on our data: u0 (a per-position initial flow) learns the training
     pair's motion, so on a pair it never saw the trained model gets worse; with a validation
     pair, `keep_best` saves the parameters with the lowest validation EPE instead of the last."""
-    chairs = str(data_dir / "chairs")
-    cfg = TrainFlowConfig(data=chairs, pairs=("0000000",), scale=0.2, train="all", lr=0.05, u0_lr=0.4,
-                          steps=30, checkpoint_every=1000, val_data=(chairs,), val_pairs=("0000002",), val_every=10)
+    cfg = TrainFlowConfig(data=str(chairs), pairs=("00000",), scale=1.0, train="all", lr=0.05, u0_lr=0.4,
+                          steps=30, checkpoint_every=1000, val_data=(str(chairs),), val_pairs=("00002",),
+                          val_every=10)
     best = train_flow(cfg, tmp_path / "best.pt")
     # the loss is the training pair's EPE at each step: it falls ...
     assert np.mean(best.losses[-5:]) < 0.8 * best.before["train"]["epe"]
@@ -62,7 +70,7 @@ def test_memorising_u0_hurts_unseen_pairs_and_keep_best_guards_them(data_dir: Pa
     assert saved.meta["best_step"] == best.best_step and saved.meta["epe_after"]["val"]["epe"] == pytest.approx(lowest)
 
 
-def test_trainable_scalars_move_fold_into_config_and_reload(data_dir: Path, tmp_path: Path) -> None:
+def test_trainable_scalars_move_fold_into_config_and_reload(chairs: Path, tmp_path: Path) -> None:
     """`--train scalars` trains only tau/lambda/theta (log-multipliers); the file stores them as the
     config's values, reloads to the same flow, and old weights files still load."""
     model = TVNet.from_preset("tvnet-50")
@@ -70,7 +78,7 @@ def test_trainable_scalars_move_fold_into_config_and_reload(data_dir: Path, tmp_
     assert {n for n, p in model.named_parameters() if p.requires_grad} == {
         "log_scalars.tau", "log_scalars.lam", "log_scalars.theta"}
     assert model.solver_scalars() == (0.25, 0.15, 0.3)  # untrained: exactly the config's floats
-    cfg = TrainFlowConfig(data=str(data_dir / "chairs"), pairs=("0000001",), scale=0.2, train="scalars",
+    cfg = TrainFlowConfig(data=str(chairs), pairs=("00001",), scale=1.0, train="scalars",
                           lr=0.05, steps=12, checkpoint_every=1000)
     res = train_flow(cfg, tmp_path / "s.pt")
     assert res.after["train"]["epe"] < res.before["train"]["epe"]
@@ -79,8 +87,8 @@ def test_trainable_scalars_move_fold_into_config_and_reload(data_dir: Path, tmp_
     assert all(abs(getattr(c, k) / v - 1) > 1e-3 for k, v in (("tau", 0.25), ("lam", 0.15), ("theta", 0.3)))
     assert torch.equal(trained.u0, torch.zeros_like(trained.u0))  # nothing else trained
     torch.testing.assert_close(trained.centred_taps, TVNet().centred_taps)
-    d = load_pair(find_pairs(data_dir / "chairs", require_gt=True)[1][1])
-    f0, f1, gt, valid = pair_tensors(d, 0.2)
+    d = load_pair(find_pairs(chairs, require_gt=True)[1][1])
+    f0, f1, gt, valid = pair_tensors(d, 1.0)
     epe = float(((trained.predict(f0, f1) - gt).norm(dim=1) * valid[:, 0]).sum() / valid.sum())
     assert epe == pytest.approx(res.after["train"]["epe"], rel=1e-5)
     assert TVNet.from_file(tmp_path / "s.pt", theta=0.3).config.theta == 0.3  # overrides still apply
@@ -89,11 +97,11 @@ def test_trainable_scalars_move_fold_into_config_and_reload(data_dir: Path, tmp_
         model.set_trainable("filters+lambda")
 
 
-def test_flip_and_transpose_keep_ground_truth_consistent(data_dir: Path) -> None:
+def test_flip_and_transpose_keep_ground_truth_consistent(chairs: Path) -> None:
     """Each of the 8 flips/transposes moves frames and flow together: warping the transformed
     frame 1 by the transformed flow matches the transformed frame 0 exactly as well as before."""
-    d = load_pair(find_pairs(data_dir / "chairs", require_gt=True)[1][1])
-    f0, f1, gt, valid = pair_tensors(d, 0.25)
+    d = load_pair(find_pairs(chairs, require_gt=True)[1][1])
+    f0, f1, gt, valid = pair_tensors(d, 1.0)
 
     def photo_error(a: torch.Tensor, b: torch.Tensor, flow: torch.Tensor) -> float:
         return float((ops.warp(b, flow) - a).abs().mean())
@@ -110,8 +118,8 @@ def test_flip_and_transpose_keep_ground_truth_consistent(data_dir: Path) -> None
     assert len(seen) == 8
 
 
-def test_resume_equals_uninterrupted(data_dir: Path, tmp_path: Path) -> None:
-    base = dict(data=str(data_dir / "chairs"), pairs=("0000001",), scale=0.1, crop=(24, 32), flip=True,
+def test_resume_equals_uninterrupted(chairs: Path, tmp_path: Path) -> None:
+    base = dict(data=str(chairs), pairs=("00001",), scale=0.5, crop=(24, 32), flip=True,
                 train="all", lr=0.01, u0_lr=0.1, checkpoint_every=2)
     train_flow(TrainFlowConfig(**base, steps=5), tmp_path / "full.pt")
     train_flow(TrainFlowConfig(**base, steps=2), tmp_path / "part.pt")
@@ -128,24 +136,12 @@ def test_resume_equals_uninterrupted(data_dir: Path, tmp_path: Path) -> None:
         train_flow(TrainFlowConfig(**base, steps=6), tmp_path / "other.pt", resume=True)
 
 
-def small_chairs(data: Path, root: Path) -> Path:
-    """A 64 x 96 crop of real FlyingChairs pair 2, in the FlyingChairs layout."""
-    from tvnet_cli.io.flowio import read_flo, write_flo
-
-    root.mkdir(parents=True, exist_ok=True)
-    crop = (slice(160, 224), slice(200, 296))
-    for src, dst in (("0000002-img0.ppm", "00002_img1.ppm"), ("0000002-img1.ppm", "00002_img2.ppm")):
-        Image.fromarray(np.array(Image.open(data / "chairs" / src))[crop]).save(root / dst)
-    write_flo(root / "00002_flow.flo", read_flo(data / "chairs/0000002-gt.flo")[crop])
-    return root
-
-
-def test_unsupervised_on_video_cli(data_dir: Path, tmp_path: Path) -> None:
+def test_unsupervised_on_video_cli(tmp_path: Path) -> None:
     """`tvnet train --unsupervised VIDEOS` trains without ground truth; `tvnet epe --weights` loads it."""
     out = tmp_path / "unsup.pt"
-    val = small_chairs(data_dir, tmp_path / "val")
+    val = write_chairs(tmp_path / "val", size=(64, 96), names=("00002",))
     res = CliRunner().invoke(main, [
-        "train", "--unsupervised", str(data_dir / "videos/test.avi"), "--out", str(out), "--train", "u0",
+        "train", "--unsupervised", str(VIDEOS / "test.avi"), "--out", str(out), "--train", "u0",
         "--lr", "0.05", "--steps", "6", "--video-frames", "4", "--video-size", "48x64", "--val", str(val),
         "--val-every", "3", "--smooth-sigma", "0.8", "--keep-last"])
     assert res.exit_code == 0, res.output
@@ -160,8 +156,10 @@ def test_unsupervised_on_video_cli(data_dir: Path, tmp_path: Path) -> None:
     assert epe == pytest.approx(model.meta["epe_after"]["val"]["epe"], rel=1e-4)
 
 
-def test_train_errors(data_dir: Path, tmp_path: Path) -> None:
-    r = CliRunner().invoke(main, ["train", str(data_dir / "middlebury"), "--out", str(tmp_path / "x.pt"),
+def test_train_errors(tmp_path: Path) -> None:
+    write_middlebury(tmp_path / "mb", "Grove3")
+    write_middlebury(tmp_path / "mb", "Venus", gt=False)
+    r = CliRunner().invoke(main, ["train", str(tmp_path / "mb"), "--out", str(tmp_path / "x.pt"),
                                   "--pairs", "Venus"])
     assert r.exit_code == 1 and "Venus" in r.output and "Traceback" not in r.output
     r = CliRunner().invoke(main, ["train", str(tmp_path / "nope"), "--out", str(tmp_path / "x.pt")])
@@ -172,13 +170,12 @@ def test_train_errors(data_dir: Path, tmp_path: Path) -> None:
         TrainFlowConfig(data="x", train="everything")
 
 
-def test_large_dataset_read_lazily_and_eval_limited(data_dir: Path, tmp_path: Path) -> None:
+def test_large_dataset_read_lazily_and_eval_limited(tmp_path: Path) -> None:
     """A Sintel-layout set of 17 pairs (more than are kept in memory): training reads pairs per
     step, and before/after EPE covers `eval_limit` evenly spaced pairs."""
-    from tvnet_cli.io.flowio import read_flo, write_flo
+    from tvnet_cli.io.flowio import write_flo
 
-    img = [np.array(Image.open(data_dir / f"chairs/0000001-img{i}.ppm"))[::8, ::8] for i in (0, 1)]
-    gt = read_flo(data_dir / "chairs/0000001-gt.flo")[::8, ::8] / 8  # (48, 64, 2)
+    *img, gt = flow_pair(48, 64, PAIRS["00001"])  # (48, 64, 3) x 2, (48, 64, 2)
     scene = tmp_path / "sintel/training/clean/chairs_1"
     (tmp_path / "sintel/training/flow/chairs_1").mkdir(parents=True)
     scene.mkdir(parents=True)

@@ -10,14 +10,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import DATA
-
+from conftest import VIDEOS
 from tvnet_cli.errors import TVNetError
 from tvnet_cli.io.video import (VideoInfo, check_end_time, check_frame_count, is_video_name, iter_frames,
                                 output_size, probe, read_frames, write_video)
-
-VIDEOS = DATA / "videos"
-needs_videos = pytest.mark.skipif(not VIDEOS.is_dir(), reason="../shared/data/videos not present")
 
 
 def write_clip(path: Path, frames: int, size: tuple[int, int] = (48, 64), codec: str = "mpeg4") -> Path:
@@ -59,7 +55,6 @@ def test_check_frame_count_and_end_time():
     check_end_time(by_time, 5, None)  # no timestamps, no check
 
 
-@needs_videos
 def test_real_videos_decode_all_frames():
     assert sum(1 for _ in iter_frames(VIDEOS / "test.avi", (72, 96))) == 164
     info = probe(VIDEOS / "test.mp4")
@@ -76,7 +71,6 @@ def test_generated_clip_roundtrip(tmp_path):
     assert frames.shape == (7, 48, 64, 3)
 
 
-@needs_videos
 def test_truncated_avi_is_reported(tmp_path):
     data = (VIDEOS / "test.avi").read_bytes()
     cut = tmp_path / "cut.avi"
@@ -85,7 +79,6 @@ def test_truncated_avi_is_reported(tmp_path):
         read_frames(cut)
 
 
-@needs_videos
 def test_corrupt_middle_mp4_is_reported(tmp_path):
     data = bytearray((VIDEOS / "test.mp4").read_bytes())
     mid = len(data) // 2
@@ -108,7 +101,6 @@ def test_not_a_video_and_empty(tmp_path):
         probe(tmp_path / "missing.mp4")
 
 
-@needs_videos
 def test_unknown_codec_is_reported(tmp_path):
     data = (VIDEOS / "test.avi").read_bytes().replace(b"xvid", b"qqqq").replace(b"XVID", b"QQQQ")
     bad = tmp_path / "codec.avi"

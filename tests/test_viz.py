@@ -11,6 +11,7 @@ import pytest
 from click.testing import CliRunner
 from PIL import Image
 
+from synthetic import PAIRS, Motion, flow_pair
 from tvnet_cli.cli import main
 from tvnet_cli.errors import TVNetError
 from tvnet_cli.io.flowio import read_flo, write_flo
@@ -48,19 +49,19 @@ def test_legend_rim_is_saturated() -> None:
     assert wheel[32, 1].min() < 60  # rim: a fully saturated colour
 
 
-def test_flo_to_png_with_legend(data_dir: Path, tmp_path: Path) -> None:
-    out = tmp_path / "g3.png"
-    res = CliRunner().invoke(main, ["viz", str(data_dir / "middlebury/Grove3/flow10.flo"), "--out", str(out),
-                                    "--max-flow", "15"])
+def test_flo_to_png_with_legend(tmp_path: Path) -> None:
+    write_flo(tmp_path / "f.flo", flow_pair(240, 320, Motion(dx=3.0, dy=-2.0, degrees=6.0, zoom=1.05))[2])
+    out = tmp_path / "f.png"
+    res = CliRunner().invoke(main, ["viz", str(tmp_path / "f.flo"), "--out", str(out), "--max-flow", "15"])
     assert res.exit_code == 0, res.output
     img = np.array(Image.open(out))
-    assert img.shape[0] == 480 and img.shape[1] > 640  # picture + legend panel
-    expect = flow_to_rgb(read_flo(data_dir / "middlebury/Grove3/flow10.flo"), 15.0)
-    assert (img[:, :640] == expect).all()
+    assert img.shape[0] == 240 and img.shape[1] > 320  # picture + legend panel
+    expect = flow_to_rgb(read_flo(tmp_path / "f.flo"), 15.0)
+    assert (img[:, :320] == expect).all()
 
 
-def test_h5_to_mp4(data_dir: Path, tmp_path: Path) -> None:
-    gt = read_flo(data_dir / "chairs/0000002-gt.flo")[::4, ::4]  # (96, 128, 2)
+def test_h5_to_mp4(tmp_path: Path) -> None:
+    gt = flow_pair(96, 128, PAIRS["00002"])[2]  # (96, 128, 2)
     stack = np.stack([gt * s for s in (0.5, 1.0, 1.5)]).transpose(0, 3, 1, 2)  # (N, 2, H, W)
     with h5py.File(tmp_path / "v.h5", "w") as f:
         f.create_dataset("flow", data=stack.astype(np.float32))
