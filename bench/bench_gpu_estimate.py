@@ -80,7 +80,7 @@ def estimate(preset: str, count_batch: int, batch: int, h: int, w: int, bandwidt
     estimated pairs/s at `bandwidth` bytes/s with `LAUNCH_S` per launch."""
     one, two = count(preset, count_batch, h, w, 1), count(preset, count_batch, h, w, 2)
     cfg = TVNet.from_preset(preset).config
-    sizes = ops.pyramid_sizes(h, w, cfg.scales, cfg.zfactor)
+    sizes = cfg.level_sizes(h, w)
     px = sum(a * b for a, b in sizes)  # pixels of all levels, one pair
     # total(k iterations per warp) = prep + k * (one iteration at every warp of every level)
     step_bytes, step_launches = two.bytes - one.bytes, two.launches - one.launches

@@ -84,6 +84,10 @@ def test_pyramid_sizes_follow_authors_rule():
     sizes = ops.pyramid_sizes(256, 340, 5, 0.5)
     assert sizes == [(256, 340), (128, 170), (64, 85), (32, 42), (16, 21)]
     assert ops.pyramid_sizes(8, 8, 5, 0.5) == [(8, 8), (4, 4)]
+    # with a minimum side (OpenCV's 16): 16x21 stays, 12x16 goes; the first level always stays
+    assert ops.pyramid_sizes(256, 340, 5, 0.5, 16)[-1] == (16, 21)
+    assert ops.pyramid_sizes(192, 256, 5, 0.5, 16)[-1] == (24, 32)
+    assert ops.pyramid_sizes(8, 8, 5, 0.5, 16) == [(8, 8)]
 
 
 def test_resize_flow_rescales_units():
@@ -124,3 +128,26 @@ def test_blur_by_convolution_equals_blur_by_shifted_sums(shape):
                                rtol=1e-5, atol=1e-4)
     flat = torch.full(shape, 7.0)  # a constant image stays constant (replicated border, normalised taps)
     torch.testing.assert_close(ops.gaussian_blur(flat, 0.8, shifted=False), flat)
+
+
+def test_centred_gradient_replicate_border_is_one_sided_there():
+    """Hand-computed: inside 0.5 (x[i+1] - x[i-1]); at the borders 0.5 (x1 - x0) and
+    0.5 (x[-1] - x[-2]) (OpenCV's TV-L1); the paper's 'zero' border gives 0 there."""
+    x = torch.tensor([[[[1.0, 4.0, 9.0, 16.0]]]])  # (1, 1, 1, 4)
+    gx, gy = ops.centred_gradient(x, border="replicate")
+    torch.testing.assert_close(gx, torch.tensor([[[[1.5, 4.0, 6.0, 3.5]]]]))
+    torch.testing.assert_close(gy, torch.zeros_like(x))  # one row: replicated, no change
+    gx0, _ = ops.centred_gradient(x, border="zero")
+    torch.testing.assert_close(gx0, torch.tensor([[[[0.0, 4.0, 6.0, 0.0]]]]))
+    _, gy = ops.centred_gradient(x.transpose(-1, -2), border="replicate")
+    torch.testing.assert_close(gy, gx.transpose(-1, -2))
+
+
+def test_inside_marks_where_the_warp_leaves_the_image():
+    flow = torch.zeros(1, 2, 2, 3)
+    flow[0, 0, 0, 2] = 0.5  # x 2.5 > 2: out
+    flow[0, 0, 1, 0] = -0.01  # x -0.01: out
+    flow[0, 1, 1, 1] = -1.0  # y 0: in (on the edge)
+    flow[0, 1, 0, 1] = 1.2  # y 1.2 > 1: out
+    expected = torch.tensor([[[[True, False, False], [False, True, True]]]])
+    assert torch.equal(ops.inside(flow), expected)

@@ -257,11 +257,10 @@ class _Runner:
         if shape not in self.batch_sizes:
             import torch
 
-            from ..model.ops import pyramid_sizes
             from .staging import auto_batch
 
             h, w = shape[:2]
-            levels = pyramid_sizes(h, w, model.config.scales, model.config.zfactor)
+            levels = model.config.level_sizes(h, w)
             self.batch_sizes[shape] = auto_batch(torch.device(self.device), h, w, levels,
                                                  model.u0.element_size())
         return self.batch_sizes[shape]

@@ -44,11 +44,17 @@ class TVNetConfig(ConfigMixin):
     lam: float = 0.15  # data-term weight (lambda)
     theta: float = 0.3  # coupling of u and v
     zfactor: float = 0.5  # pyramid down-sampling factor
+    min_level: int = 16  # no pyramid level (but the first) with a side below this (OpenCV: 16;
+    # 0 = the authors' rule alone, whose 12x16-pixel levels trap the finer ones in wrong flow)
     eps: float = 1e-12  # stabiliser of the divisions (paper Eq. 11)
     stop_tol: float = 0.0  # inference only: stop a warp when mean |du|^2 < stop_tol^2 (0 = never)
     smooth_sigma: float = 0.8  # 5x5 gaussian pre-smoothing of both frames (0 = off); measured
     # better on every real GT pair at TVNet-50 and 10x better on sub-pixel motion (BENCHMARKS.md)
     u0_grid: tuple[int, int] = (32, 32)  # resolution of the trainable initial flow
+    grad_border: str = "replicate"  # image gradient at the border: "replicate" (one-sided, as
+    # OpenCV) or "zero" (the paper's Eq. 3)
+    data_outside: str = "off"  # where x + u leaves the image: "off" = no data term there (as
+    # Pock's and OpenCV-style solvers), "border" = compare with the replicated border (older tvnet)
     warp: str = "bicubic"  # interpolation of the warp: "bicubic" (as OpenCV's TV-L1; measured
     # closer to ground truth at 5-5-50 on every real GT pair) or "bilinear" (the paper's Eq. 10)
 
@@ -58,12 +64,20 @@ class TVNetConfig(ConfigMixin):
                 raise TVNetError(f"TVNet config: {name} must be >= 1, got {getattr(self, name)}")
         if not 0.0 < self.zfactor < 1.0:
             raise TVNetError(f"TVNet config: zfactor must be in (0, 1), got {self.zfactor}")
+        if self.grad_border not in ("replicate", "zero"):
+            raise TVNetError(f"TVNet config: grad_border must be replicate or zero, got {self.grad_border!r}")
+        if self.data_outside not in ("off", "border"):
+            raise TVNetError(f"TVNet config: data_outside must be off or border, got {self.data_outside!r}")
         if self.warp not in ("bilinear", "bicubic"):
             raise TVNetError(f"TVNet config: warp must be bilinear or bicubic, got {self.warp!r}")
         for name in ("tau", "lam", "theta"):
             if getattr(self, name) <= 0:
                 raise TVNetError(f"TVNet config: {name} must be > 0, got {getattr(self, name)}")
         object.__setattr__(self, "u0_grid", tuple(int(v) for v in self.u0_grid))
+
+    def level_sizes(self, h: int, w: int) -> list[tuple[int, int]]:
+        """Pyramid level sizes for an `h` x `w` image, finest first."""
+        return ops.pyramid_sizes(h, w, self.scales, self.zfactor, self.min_level)
 
     @property
     def name(self) -> str:
@@ -134,7 +148,7 @@ def _tv_l1_level(
     centred, forward, backward = taps
     tau, lam, theta = scalars
     consts = (lam * theta, theta, tau / theta, cfg.eps)
-    ix, iy = ops.centred_gradient(i1, centred)  # (B, 1, h, w) each
+    ix, iy = ops.centred_gradient(i1, centred, cfg.grad_border)  # (B, 1, h, w) each
     stack = torch.cat([i1, ix, iy], dim=1)  # warped together: one grid_sample per warp
     px = torch.zeros_like(u)  # (B, 2, h, w): x parts of the duals p1 (of u1) and p2 (of u2)
     py = torch.zeros_like(u)
@@ -142,6 +156,10 @@ def _tv_l1_level(
     for k in range(cfg.warps):
         w = stack if k == 0 and u_is_zero else ops.warp(stack, u, cfg.warp)
         i1w, grad_i = w[:, :1], w[:, 1:]  # (B, 1, h, w), (B, 2, h, w)
+        if cfg.data_outside == "off" and not (k == 0 and u_is_zero):
+            # no data term where x + u leaves the image: nothing there says where it went
+            inside = ops.inside(u).to(u.dtype)  # (B, 1, h, w)
+            i1w, grad_i = i1w * inside + i0 * (1 - inside), grad_i * inside
         grad_sq = ops.dot2(grad_i, grad_i) + cfg.eps
         rho_c = i1w - ops.dot2(grad_i, u) - i0  # rho(u) = rho_c + gradI.u
         fixed = (grad_i, grad_sq, rho_c, (forward, backward), consts)
@@ -306,7 +324,7 @@ class TVNet(nn.Module):
         """Coarse-to-fine TV-L1 on prepared grey frames `(B, 1, H, W)` -> flow `(B, 2, H, W)`."""
         cfg = self.config
         b, _, h, w = i0.shape
-        sizes = ops.pyramid_sizes(h, w, cfg.scales, cfg.zfactor)
+        sizes = cfg.level_sizes(h, w)
         taps = (self.centred_taps, self.forward_taps, self.backward_taps)
         needs_grad = torch.is_grad_enabled() and (
             i0.requires_grad or i1.requires_grad or any(p.requires_grad for p in self.parameters()))
