@@ -10,15 +10,16 @@ import numpy as np
 import pytest
 import torch
 
+from conftest import VIDEOS
 from tvnet_cli.extract import ExtractConfig, extract
 from tvnet_cli.extract.staging import CPU_BATCH, GPU_BATCH_CAP, Staging, auto_batch, pairs_in_budget
 from tvnet_cli.io.video import iter_frames, write_video
 
-NAMES = ("test.avi", "test.mp4", "bikes.mp4")
+NAMES = ("test.avi", "test.mp4")  # shipped in tests/data: two frame sizes
 
 
-def mixed_pairs(videos, step: int, frames: int = 11) -> list[tuple[tuple, tuple, np.ndarray, np.ndarray]]:
-    """(key0, key1, frame0, frame1) of (t, t + step) pairs of three real videos, decoded at
+def mixed_pairs(videos, step: int, frames: int = 16) -> list[tuple[tuple, tuple, np.ndarray, np.ndarray]]:
+    """(key0, key1, frame0, frame1) of (t, t + step) pairs of two real videos, decoded at
     48x64, interleaved in runs of 6 pairs per video (so batches mix videos); a frame is one
     object shared by its pairs, as the pipeline's decoders hand them over."""
     per_video = []
@@ -35,8 +36,8 @@ def mixed_pairs(videos, step: int, frames: int = 11) -> list[tuple[tuple, tuple,
 
 @pytest.mark.parametrize("copies", [False, True], ids=["cpu-path", "cuda-style-copies"])
 @pytest.mark.parametrize("step", [1, 3])
-def test_each_frame_staged_once_and_pairs_by_index(data_dir, step, copies):
-    pairs = mixed_pairs(data_dir / "videos", step)
+def test_each_frame_staged_once_and_pairs_by_index(step, copies):
+    pairs = mixed_pairs(VIDEOS, step)
     staging = Staging("cpu", copies=copies)
     batch, ptrs, shared = 7, [], 0
     for n in range(0, len(pairs), batch):
@@ -62,10 +63,10 @@ def test_each_frame_staged_once_and_pairs_by_index(data_dir, step, copies):
 
 
 @pytest.mark.parametrize("copies", [False, True], ids=["cpu-path", "cuda-style-copies"])
-def test_double_buffered_downloads_survive_buffer_reuse(data_dir, copies):
+def test_double_buffered_downloads_survive_buffer_reuse(copies):
     """As the runner does: launch batch N, then wait for N-1. Fields taken from a download
     stay intact while later batches reuse its ring slot."""
-    pairs = mixed_pairs(data_dir / "videos", 2)
+    pairs = mixed_pairs(VIDEOS, 2)
     staging = Staging("cpu", copies=copies)
     taken, in_flight, out_ptrs = [], None, []
     for n in range(0, len(pairs), 4):
@@ -98,7 +99,7 @@ def test_automatic_batch_rule():
     assert pairs_in_budget(1000, 1080, 1920, levels) == 1
 
 
-def test_pipeline_matches_direct_model_calls(data_dir, tmp_path):
+def test_pipeline_matches_direct_model_calls(tmp_path):
     """Two videos, step 2, default batch: every field equals TVNet on that pair alone."""
     import h5py
 
@@ -106,9 +107,9 @@ def test_pipeline_matches_direct_model_calls(data_dir, tmp_path):
 
     src = tmp_path / "in"
     src.mkdir()
-    clips = {"a": "test.avi", "b": "bikes.mp4"}
+    clips = {"a": "test.avi", "b": "test.mp4"}
     for name, real in clips.items():  # 14-frame clips of the real videos
-        write_video(src / f"{name}.avi", islice(iter_frames(data_dir / "videos" / real, (48, 64)), 14), "mpeg4")
+        write_video(src / f"{name}.avi", islice(iter_frames(VIDEOS / real, (48, 64)), 14), "mpeg4")
     cfg = ExtractConfig(out=tmp_path / "out", formats=("h5",), h5_dtype="float32", width=64, height=48,
                         iters=5, step=2, torch_threads=1)
     assert cfg.batch is None
