@@ -13,7 +13,8 @@
 #      PYTHONPATH; nothing is installed into the machine's site-packages
 #   2. versions: python, torch, CUDA, triton, GPU (nvidia-smi), CPUs -> $OUT/versions.txt
 #   3. the CUDA tests (-k cuda: names or the `cuda` marker) of tests/test_fastpath.py and
-#      tests/test_kernel_triton.py, where they exist -> $OUT/cuda_tests.txt
+#      tests/test_kernel_triton.py, plus (real run) tests/test_triton_model.py and
+#      tests/test_host_sync.py on CUDA, where they exist -> $OUT/cuda_tests.txt
 #   4. engine pairs/s, TVNet-50 and tvl1 at 340x256, batch 256 and batch 1, backends triton
 #      and torch, frames resident on the device -> $OUT/engine.json, engine.txt
 #   5. `tvnet extract` flows/s end to end: 16 copies of examples/test.avi, --gpus 0,
@@ -199,13 +200,16 @@ if ((rc == 0)); then record versions pass; else record versions fail "" "" "$(wh
 log=$out/cuda_tests.txt
 : > "$log"
 tests=()
-for f in tests/test_fastpath.py tests/test_kernel_triton.py; do
+for f in tests/test_fastpath.py tests/test_kernel_triton.py tests/test_triton_model.py tests/test_host_sync.py; do
   [[ -f $repo/$f ]] && tests+=("$repo/$f")
 done
 if ((${#tests[@]} == 0)); then
   dt=0 record "CUDA tests" fail "" "" "no test files found"
 else
-  run_step "CUDA tests" 120 "$log" python3 -m pytest -q -p no:cacheprovider -k cuda "${tests[@]}"
+  # the real run adds the whole-model Triton tests and the host-sync count, which run on CUDA
+  # where it is there (on the CPU they need Triton's interpreter: minutes, so not in a dry run)
+  select="cuda"; [[ $mode == real ]] && select="cuda or triton_model or host_sync"
+  run_step "CUDA tests" 150 "$log" python3 -m pytest -q -p no:cacheprovider -k "$select" "${tests[@]}"
   counts=$(grep -E '(passed|failed|skipped|error|no tests ran|deselected)' "$log" | tail -n 1 | sed 's/=//g; s/^ *//; s/ *$//')
   passed=$(grep -oE '[0-9]+ passed' <<<"$counts" | grep -oE '[0-9]+' || echo 0)
   if ((rc == 0)) && [[ $mode == dry || ${passed:-0} -gt 0 ]]; then

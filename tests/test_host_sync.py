@@ -16,6 +16,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 
 from tvnet_cli import TVNet, TVNetConfig
 
+DEVICE = torch.device("cuda" if torch.cuda.is_available() else "cpu")  # on a GPU machine: CUDA
 SYNC_OPS = {"aten._local_scalar_dense", "aten.is_nonzero", "aten.item", "aten.lift_fresh",
             "aten.lift_fresh_copy"}
 
@@ -35,14 +36,16 @@ class SyncCounter(TorchDispatchMode):
         return func(*args, **(kwargs or {}))
 
 
-def _frames() -> tuple[torch.Tensor, torch.Tensor]:
+def _frames(device: torch.device = DEVICE) -> tuple[torch.Tensor, torch.Tensor]:
     g = torch.Generator().manual_seed(0)
     f0 = torch.randint(0, 256, (2, 3, 24, 40), generator=g, dtype=torch.uint8)
-    return f0, torch.roll(f0, (1, 2), (2, 3))
+    return f0.to(device), torch.roll(f0, (1, 2), (2, 3)).to(device)
 
 
 def _counts(model: TVNet) -> tuple[int, int]:
-    f0, f1 = _frames()
+    device = DEVICE if model.backend != "c" else torch.device("cpu")
+    model.to(device)
+    f0, f1 = _frames(device)
     with SyncCounter() as first:
         model.predict(f0, f1)
     with SyncCounter() as second:
@@ -69,7 +72,7 @@ def test_trained_parameters_are_read_again_after_they_change():
     model = TVNet(TVNetConfig(1, 1, 5))
     model.backend = "torch"
     model.set_trainable("none")
-    f0, f1 = _frames()
+    f0, f1 = _frames(torch.device("cpu"))
     before = model.predict(f0, f1)
     with torch.no_grad():
         model.log_scalars["lam"].add_(1.0)  # lambda x e: a different solve

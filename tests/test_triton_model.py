@@ -17,6 +17,7 @@ from tvnet_cli import TVNet
 from tvnet_cli.io.video import read_frames
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "test.avi"
+DEVICE = torch.device("cuda" if torch.cuda.is_available() else "cpu")  # CPU: the interpreter
 
 
 @pytest.fixture(scope="module")
@@ -28,12 +29,14 @@ def video_batch() -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def _both(model: TVNet, f0: torch.Tensor, f1: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(Triton flow, PyTorch flow) on DEVICE, returned on the CPU."""
+    model, f0, f1 = model.to(DEVICE), f0.to(DEVICE), f1.to(DEVICE)
     model.backend = "torch"
     reference = model.predict(f0, f1)
     model.backend = "triton"
     fast = model.predict(f0, f1)
     assert model.last_backend == "triton"
-    return fast, reference
+    return fast.cpu(), reference.cpu()
 
 
 # (preset, crop (top, left, height, width)): odd sizes; tvl1 (1250 iterations) on a small crop
