@@ -9,6 +9,6 @@ def presets() -> None:
     from ..model.presets import PRESETS, shipped_weights
 
     for name, cfg in sorted(PRESETS.items()):
-        click.echo(f"{name:16s} untrained  {cfg.scales}-{cfg.warps}-{cfg.iters}")
+        click.echo(f"{name:16s} untrained  {cfg.name.removeprefix('tvnet-')}  smooth_sigma {cfg.smooth_sigma:g}")
     for name, path in shipped_weights().items():
         click.echo(f"{name:16s} trained    {path.name}")

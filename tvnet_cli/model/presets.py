@@ -1,6 +1,7 @@
 """Named TVNet configurations and the shipped weight files in `weights/`.
 
 `tvnet-S-W-I` is S scales x W warps x I iterations, as in the paper; `tvnet-I` is 1-1-I.
+W and I may also be per-level lists, finest level first, joined by dots (`tvnet-4-1-10.20.40.80`).
 A preset name that matches a file `weights/<name>.pt` loads those trained weights.
 """
 
@@ -23,7 +24,7 @@ PRESETS: dict[str, TVNetConfig] = {
     "tvl1": TVNetConfig(5, 5, 50),  # the paper's TV-L1 baseline, 5-5-50
 }
 
-_PATTERN = re.compile(r"^tvnet-(\d+)-(\d+)-(\d+)$")
+_PATTERN = re.compile(r"^tvnet-(\d+)-(\d+(?:\.\d+)*)-(\d+(?:\.\d+)*)$")
 
 
 def weights_dir() -> Path:
@@ -50,7 +51,10 @@ def preset_config(name: str) -> TVNetConfig:
         return PRESETS[name]
     m = _PATTERN.match(name)
     if m:
-        return TVNetConfig(*(int(g) for g in m.groups()))
+        scales, (warps, iters) = int(m.group(1)), ([int(v) for v in g.split(".")] for g in m.groups()[1:])
+        return TVNetConfig(scales, warps[0], iters[0],
+                           level_warps=tuple(warps) if len(warps) > 1 else None,
+                           level_iters=tuple(iters) if len(iters) > 1 else None)
     raise TVNetError(f"unknown preset {name!r}; known: {', '.join(preset_names())} or tvnet-S-W-I")
 
 
