@@ -89,7 +89,7 @@ def tvnet_method(spec: str) -> Method:
     model = TVNet.from_preset(name, **({"smooth_sigma": float(sigma)} if sigma else {})).eval()
 
     def tensors(a: np.ndarray) -> torch.Tensor:  # (N, H, W, 3) uint8 -> (N, 3, H, W)
-        return torch.from_numpy(np.ascontiguousarray(a)).permute(0, 3, 1, 2)
+        return torch.from_numpy(np.require(a, requirements=["C", "W"])).permute(0, 3, 1, 2)
 
     def flow(f0: np.ndarray, f1: np.ndarray) -> np.ndarray:
         return model.predict(tensors(f0[None]), tensors(f1[None]))[0].permute(1, 2, 0).numpy()
