@@ -135,8 +135,8 @@ def test_on_device_makes_the_cuda_device_current() -> None:
 def test_load_model_presets_and_overrides() -> None:
     m = load_model("tvnet-3-1-10")
     assert isinstance(m, TVNet) and m.config == TVNetConfig(3, 1, 10)
-    assert load_model("tvnet-2-3-4").config == TVNetConfig(2, 3, 4)
-    assert load_model("tvl1").config == TVNetConfig(5, 5, 50, smooth_sigma=0.5)
+    assert load_model("tvnet-2-3-4").config == TVNetConfig(2, 3, 4, smooth_sigma=0.0)  # several warps: no pre-smoothing
+    assert load_model("tvl1").config == TVNetConfig(5, 5, 50, smooth_sigma=0.0)
     m = load_model("tvnet-3-1-10", {"iters": 7, "theta": 0.5, "scales": None})
     assert (m.config.scales, m.config.iters, m.config.theta) == (3, 7, 0.5)
     with pytest.raises(TVNetError, match="unknown preset 'nope'"):

@@ -1,6 +1,7 @@
 """Named TVNet configurations and the shipped weight files in `weights/`.
 
 `tvnet-S-W-I` is S scales x W warps x I iterations, as in the paper; `tvnet-I` is 1-1-I.
+W and I may also be per-level lists, finest level first, joined by dots (`tvnet-4-1-10.20.40.80`).
 A preset name that matches a file `weights/<name>.pt` loads those trained weights.
 """
 
@@ -20,13 +21,29 @@ PRESETS: dict[str, TVNetConfig] = {
     "tvnet-3-1-10": TVNetConfig(3, 1, 10),
     "tvnet-4-1-12": TVNetConfig(4, 1, 12),  # about TVNet-50's cost, far better on large motion
     "tvnet-1-3-10": TVNetConfig(1, 3, 10),
-    # the paper's TV-L1 baseline, 5-5-50; pre-smoothing sigma 0.5: with the border fixes of
-    # TVNetConfig (grad_border, data_outside) the best of 0 / 0.5 / 0.8 on every real GT pair
-    # and within 1.3% of OpenCV 5-5-50 on each (BENCHMARKS.md, "TV-L1 at the image border")
-    "tvl1": TVNetConfig(5, 5, 50, smooth_sigma=0.5),
+    # the paper's TV-L1 baseline, 5-5-50, without pre-smoothing (as OpenCV): a converged pyramid
+    # gains nothing from it on average and it made the worst pairs worse (issue 13: worst ratio to
+    # OpenCV 5-5-50 1.016 vs 1.024 on our real pairs, 1.18 vs 1.25 on synthetic ones, 1.09 vs 1.34
+    # on the issue author's KITTI pair; BENCHMARKS.md "Speed/accuracy front")
+    "tvl1": TVNetConfig(5, 5, 50, smooth_sigma=0.0),
+    # Per-level schedules (finest level first): coarse levels cost 1/4, 1/16, ... of the finest,
+    # so they get the warps and iterations. Chosen by mean EPE on synthetic pairs with exact flow
+    # (not on the real ground truth), each the best of the sweep in its cost class (issue 13):
+    # about TVNet-50's cost (1.2x), and about twice it (~1/3 of tvl1).
+    "tvl1-fast": TVNetConfig(5, 1, 10, level_warps=(1, 1, 2, 3, 5), level_iters=(10, 20, 30, 50, 50)),
+    "tvl1-medium": TVNetConfig(5, 2, 10, level_warps=(2, 3, 5, 5, 5), level_iters=(10, 20, 30, 50, 50),
+                               smooth_sigma=0.0),
 }
 
-_PATTERN = re.compile(r"^tvnet-(\d+)-(\d+)-(\d+)$")
+_PATTERN = re.compile(r"^tvnet-(\d+)-(\d+(?:\.\d+)*)-(\d+(?:\.\d+)*)$")
+
+
+def presmoothing(finest_warps: int) -> float:
+    """Pre-smoothing sigma by schedule: 0.8 when the finest level runs one warp (one
+    linearisation: smoothing widens its range), 0 when it runs several (the warps do that, and
+    smoothing only blurs detail; it made TV-L1's worst pairs worse). Measured on real and
+    synthetic pairs (BENCHMARKS.md, "Speed/accuracy front")."""
+    return 0.8 if finest_warps == 1 else 0.0
 
 
 def weights_dir() -> Path:
@@ -53,7 +70,11 @@ def preset_config(name: str) -> TVNetConfig:
         return PRESETS[name]
     m = _PATTERN.match(name)
     if m:
-        return TVNetConfig(*(int(g) for g in m.groups()))
+        scales, (warps, iters) = int(m.group(1)), ([int(v) for v in g.split(".")] for g in m.groups()[1:])
+        return TVNetConfig(scales, warps[0], iters[0],
+                           level_warps=tuple(warps) if len(warps) > 1 else None,
+                           level_iters=tuple(iters) if len(iters) > 1 else None,
+                           smooth_sigma=presmoothing(warps[0]))
     raise TVNetError(f"unknown preset {name!r}; known: {', '.join(preset_names())} or tvnet-S-W-I")
 
 

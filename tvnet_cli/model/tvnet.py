@@ -38,8 +38,8 @@ class TVNetConfig(ConfigMixin):
     label: ClassVar[str] = "TVNet config"
 
     scales: int = 1  # pyramid levels at most (fewer when the image is small)
-    warps: int = 1  # warps per level
-    iters: int = 50  # TV-L1 iterations per warp
+    warps: int = 1  # warps per level (every level, unless level_warps is given)
+    iters: int = 50  # TV-L1 iterations per warp (every level, unless level_iters is given)
     tau: float = 0.25  # dual time step
     lam: float = 0.15  # data-term weight (lambda)
     theta: float = 0.3  # coupling of u and v
@@ -57,11 +57,24 @@ class TVNetConfig(ConfigMixin):
     # Pock's and OpenCV-style solvers), "border" = compare with the replicated border (older tvnet)
     warp: str = "bicubic"  # interpolation of the warp: "bicubic" (as OpenCV's TV-L1; measured
     # closer to ground truth at 5-5-50 on every real GT pair) or "bilinear" (the paper's Eq. 10)
+    # Per-level schedule, finest level first, one entry per level of `scales` (None = uniform):
+    # the finest level costs ~4x the next, so coarse warps and iterations are nearly free.
+    level_warps: tuple[int, ...] | None = None
+    level_iters: tuple[int, ...] | None = None
 
     def __post_init__(self) -> None:
         for name in ("scales", "warps", "iters"):
             if getattr(self, name) < 1:
                 raise TVNetError(f"TVNet config: {name} must be >= 1, got {getattr(self, name)}")
+        for name in ("level_warps", "level_iters"):
+            value = getattr(self, name)
+            if value is None:
+                continue
+            value = tuple(int(v) for v in value)  # a list when read back from JSON
+            if len(value) != self.scales or min(value) < 1:
+                raise TVNetError(f"TVNet config: {name} needs {self.scales} entries (one per level, "
+                                 f"finest first) each >= 1, got {list(value)}")
+            object.__setattr__(self, name, value)
         if not 0.0 < self.zfactor < 1.0:
             raise TVNetError(f"TVNet config: zfactor must be in (0, 1), got {self.zfactor}")
         if self.grad_border not in ("replicate", "zero"):
@@ -79,9 +92,30 @@ class TVNetConfig(ConfigMixin):
         """Pyramid level sizes for an `h` x `w` image, finest first."""
         return ops.pyramid_sizes(h, w, self.scales, self.zfactor, self.min_level)
 
+    def replace(self, **changes) -> "TVNetConfig":
+        """As `ConfigMixin.replace`; a new uniform `warps`/`iters` (e.g. `--iters 20`) drops the
+        per-level list it would otherwise be shadowed by."""
+        for uniform, per_level in (("warps", "level_warps"), ("iters", "level_iters")):
+            if uniform in changes and per_level not in changes:
+                changes[per_level] = None
+        return super().replace(**changes)
+
+    def schedule(self) -> list[tuple[int, int]]:
+        """(warps, iterations per warp) of each of the `scales` levels, finest first."""
+        warps = self.level_warps or (self.warps,) * self.scales
+        iters = self.level_iters or (self.iters,) * self.scales
+        return list(zip(warps, iters))
+
     @property
     def name(self) -> str:
-        return f"tvnet-{self.scales}-{self.warps}-{self.iters}"
+        """`tvnet-S-W-I`; a per-level part is written finest first joined by dots
+        (`tvnet-4-1-10.20.40.80`), and one whose levels are all equal as one number."""
+
+        def part(values: tuple[int, ...]) -> str:
+            return str(values[0]) if len(set(values)) == 1 else ".".join(map(str, values))
+
+        warps, iters = zip(*self.schedule())
+        return f"tvnet-{self.scales}-{part(warps)}-{part(iters)}"
 
 
 def tv_l1_step(
@@ -134,8 +168,10 @@ def _tv_l1_level(
     iterate: Iterate,
     scalars: tuple,
     u_is_zero: bool = False,
+    warps: int | None = None,
+    iters: int | None = None,
 ) -> torch.Tensor:
-    """Warps x iterations of TV-L1 at one pyramid level.
+    """`warps` x `iters` of TV-L1 at one pyramid level (None: the config's uniform values).
 
     `i0`, `i1` grey `(B, 1, h, w)`; `u` initial flow `(B, 2, h, w)`; returns `(B, 2, h, w)`.
     The dual variables p start at zero once per level (as in the authors' code and OpenCV).
@@ -153,7 +189,9 @@ def _tv_l1_level(
     px = torch.zeros_like(u)  # (B, 2, h, w): x parts of the duals p1 (of u1) and p2 (of u2)
     py = torch.zeros_like(u)
     early_stop = cfg.stop_tol > 0 and not torch.is_grad_enabled()
-    for k in range(cfg.warps):
+    warps = cfg.warps if warps is None else warps
+    iters = cfg.iters if iters is None else iters
+    for k in range(warps):
         w = stack if k == 0 and u_is_zero else ops.warp(stack, u, cfg.warp)
         i1w, grad_i = w[:, :1], w[:, 1:]  # (B, 1, h, w), (B, 2, h, w)
         if cfg.data_outside == "off" and not (k == 0 and u_is_zero):
@@ -164,9 +202,9 @@ def _tv_l1_level(
         rho_c = i1w - ops.dot2(grad_i, u) - i0  # rho(u) = rho_c + gradI.u
         fixed = (grad_i, grad_sq, rho_c, (forward, backward), consts)
         if not early_stop:
-            u, px, py = iterate(u, px, py, *fixed, cfg.iters)
+            u, px, py = iterate(u, px, py, *fixed, iters)
             continue
-        for _ in range(cfg.iters):
+        for _ in range(iters):
             u_new, px, py = iterate(u, px, py, *fixed, 1)
             done = (u_new - u).pow(2).sum(dim=1).mean() < cfg.stop_tol**2
             u = u_new
@@ -337,10 +375,11 @@ class TVNet(nn.Module):
         scalars = self.solver_scalars()  # host floats, cached: no device read per forward
         u_is_zero = self.u0_is_zero()
         u = self.initial_flow(sizes[-1], (h, w), b)
-        for size in reversed(sizes):  # coarsest first; every level resampled from full size
-            u = ops.resize_flow(u, size)
+        schedule = cfg.schedule()[:len(sizes)]  # a small image has fewer levels: the finest ones
+        for size, (warps, iters) in zip(reversed(sizes), reversed(schedule)):  # coarsest first;
+            u = ops.resize_flow(u, size)  # every level resampled from full size
             u = _tv_l1_level(ops.resize(i0, size), ops.resize(i1, size), u, cfg, taps, iterate,
-                             scalars, u_is_zero)
+                             scalars, u_is_zero, warps, iters)
             u_is_zero = False
         return u
 

@@ -1,0 +1,107 @@
+"""Per-level schedules (`level_warps`, `level_iters`, finest level first): config round trip,
+names, and that the solver runs exactly the schedule it is given."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from tvnet_cli import TVNet, TVNetConfig
+from tvnet_cli.errors import TVNetError
+from tvnet_cli.model import ops
+from tvnet_cli.model.presets import preset_config
+from tvnet_cli.model.tvnet import _tv_l1_level, stepwise
+
+
+def _frames(h: int = 48, w: int = 64) -> tuple[torch.Tensor, torch.Tensor]:
+    """A smooth random texture and its copy shifted by (2, 3) px: a pair with motion."""
+    g = torch.Generator().manual_seed(1)
+    small = torch.rand(1, 3, h // 4, w // 4, generator=g) * 255
+    f0 = torch.nn.functional.interpolate(small, (h, w), mode="bicubic", align_corners=False)
+    return f0, torch.roll(f0, (2, 3), (2, 3))
+
+
+def test_config_round_trip_names_and_presets(tmp_path):
+    cfg = preset_config("tvnet-4-1.1.2.3-10.20.40.80")
+    assert cfg.level_warps == (1, 1, 2, 3) and cfg.level_iters == (10, 20, 40, 80)
+    assert cfg.schedule() == [(1, 10), (1, 20), (2, 40), (3, 80)]
+    assert cfg.name == "tvnet-4-1.1.2.3-10.20.40.80"
+    assert TVNetConfig.from_dict(cfg.to_dict()) == cfg
+    assert TVNetConfig.from_dict(json.loads(json.dumps(cfg.to_dict()))) == cfg  # lists -> tuples
+    # uniform configs keep their old names and dicts (weights files written before still load)
+    old = TVNetConfig(5, 5, 50)
+    assert old.name == "tvnet-5-5-50" and old.schedule() == [(5, 50)] * 5
+    d = old.to_dict()
+    del d["level_warps"], d["level_iters"]
+    assert TVNetConfig.from_dict(d) == old
+    assert TVNetConfig(3, 2, 9, level_iters=(9, 9, 9)).name == "tvnet-3-2-9"
+    # a uniform override drops the per-level list it replaces, and only that one
+    assert cfg.replace(iters=20).schedule() == [(1, 20), (1, 20), (2, 20), (3, 20)]
+    # saved and loaded with the model
+    TVNet(cfg).save(tmp_path / "m.pt")
+    assert TVNet.from_file(tmp_path / "m.pt").config == cfg
+
+
+@pytest.mark.parametrize("bad", [dict(level_iters=(10, 20)), dict(level_warps=(1, 0, 1, 1)),
+                                 dict(level_iters=(5, 5, 5, 5, 5))])
+def test_bad_schedules_are_tvnet_errors(bad):
+    with pytest.raises(TVNetError, match="one per level"):
+        TVNetConfig(4, 1, 10, **bad)
+    with pytest.raises(TVNetError, match="one per level"):
+        preset_config("tvnet-4-1-10.20")
+
+
+@pytest.mark.parametrize("backend", ["torch", "c"])
+def test_per_level_schedule_equal_to_uniform_gives_identical_flow(backend):
+    f0, f1 = _frames()
+    uniform, per_level = TVNet(TVNetConfig(3, 2, 7)), TVNet(TVNetConfig(3, 1, 1, level_warps=(2, 2, 2),
+                                                                         level_iters=(7, 7, 7)))
+    uniform.backend = per_level.backend = backend
+    a, b = uniform.predict(f0, f1), per_level.predict(f0, f1)
+    assert per_level.last_backend == backend
+    assert torch.equal(a, b)
+
+
+def test_coarse_iterations_change_only_the_coarse_level():
+    """2 levels, 30 iterations x 2 warps at the coarse one and 10 x 1 at the fine one: equal to
+    running a 1-level TVNet-2-30 on the coarse images, then one fine warp of 10 from its flow."""
+    f0, f1 = _frames()
+    model = TVNet(TVNetConfig(2, 1, 10, level_warps=(1, 2), level_iters=(10, 30)))
+    model.backend = "torch"
+    flow = model.predict(f0, f1)
+    i0, i1 = model.prepare(f0, f1)
+    fine, coarse = ops.pyramid_sizes(*i0.shape[-2:], 2, 0.5)
+    first = TVNet(TVNetConfig(1, 2, 30))
+    first.backend = "torch"
+    with torch.inference_mode():
+        u = first.solve(ops.resize(i0, coarse), ops.resize(i1, coarse))  # (1, 2, h/2, w/2)
+        taps = (model.centred_taps, model.forward_taps, model.backward_taps)
+        u = _tv_l1_level(i0, i1, ops.resize_flow(u, fine), model.config, taps, stepwise(),
+                         model.solver_scalars(), False, 1, 10)
+    assert torch.allclose(flow, u, atol=1e-5)
+    # and the coarse iterations matter: a different coarse count gives a different flow
+    other = TVNet(model.config.replace(level_iters=(10, 3)))
+    other.backend = "torch"
+    assert (other.predict(f0, f1) - flow).abs().max() > 1e-3
+
+
+def test_small_image_uses_the_finest_entries():
+    f0, f1 = (f[..., :16, :16] for f in _frames())
+    assert len(ops.pyramid_sizes(16, 16, 5, 0.5)) == 3  # a 5-level schedule gets 3 levels here
+    five = TVNet(TVNetConfig(5, 1, 1, level_iters=(3, 4, 5, 6, 7)))
+    three = TVNet(TVNetConfig(3, 1, 1, level_iters=(3, 4, 5)))
+    assert torch.equal(five.predict(f0, f1), three.predict(f0, f1))
+
+
+def test_presets_follow_the_presmoothing_rule():
+    from tvnet_cli.model.presets import preset_config
+
+    assert preset_config("tvl1").smooth_sigma == 0.0 and preset_config("tvl1").name == "tvnet-5-5-50"
+    assert preset_config("tvnet-5-5-50") == preset_config("tvl1")
+    assert preset_config("tvnet-4-1-12").smooth_sigma == 0.8 and preset_config("tvnet-50").smooth_sigma == 0.8
+    assert preset_config("tvnet-5-1.2.3.4.5-10.20.30.40.50").smooth_sigma == 0.8  # one warp at the finest level
+    assert preset_config("tvnet-5-2.3.5.5.5-10.20.30.50.50") == preset_config("tvl1-medium")
+    fast = preset_config("tvl1-fast")
+    assert fast.schedule()[0] == (1, 10) and fast.smooth_sigma == 0.8

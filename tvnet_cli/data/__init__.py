@@ -1,0 +1,1 @@
+"""Training and evaluation data made here: synthetic pairs with exact flow (`synthetic`)."""
