@@ -102,14 +102,14 @@ def test_real_mp4_start_index_0_npy_and_h5_uint8(tmp_path):
 def test_flo_format_and_step(tmp_path):
     from tvnet_cli.io.flowio import read_flo
 
-    clip = write_clip(tmp_path / "in" / "c.avi", 9, shift=2)
+    clip = write_clip(tmp_path / "in" / "c.avi", 9, size=(64, 96), shift=2)  # 3 pyramid levels >= 16 px
     cfg = ExtractConfig(out=tmp_path / "o", formats=("flo",), step=2, preset="tvnet-3-1-10",
                         torch_threads=1)
     s = extract([clip], cfg)
     assert s.flows == 7  # 9 frames, pairs (t, t+2)
     assert names(tmp_path / "o" / "c", "flow_") == [f"flow_{i:05d}.flo" for i in range(1, 8)]
     f = read_flo(tmp_path / "o" / "c" / "flow_00003.flo")
-    assert f.shape == (48, 64, 2)
+    assert f.shape == (64, 96, 2)
     # texture moves 2 px/frame to the left: step 2 -> u about -4 in the interior
     assert abs(np.median(f[8:-8, 8:-8, 0]) + 4.0) < 0.5
     assert abs(np.median(f[8:-8, 8:-8, 1])) < 0.5

@@ -145,9 +145,11 @@ def test_centred_gradient_replicate_border_is_one_sided_there():
 
 def test_inside_marks_where_the_warp_leaves_the_image():
     flow = torch.zeros(1, 2, 2, 3)
-    flow[0, 0, 0, 2] = 0.5  # x 2.5 > 2: out
-    flow[0, 0, 1, 0] = -0.01  # x -0.01: out
-    flow[0, 1, 1, 1] = -1.0  # y 0: in (on the edge)
-    flow[0, 1, 0, 1] = 1.2  # y 1.2 > 1: out
-    expected = torch.tensor([[[[True, False, False], [False, True, True]]]])
+    flow[0, 0, 0, 2] = 0.6  # x 2.6 > 2 + 0.5: out
+    flow[0, 0, 1, 0] = -0.4  # x -0.4 >= -0.5: in (within the border pixel)
+    flow[0, 1, 1, 1] = -1.5  # y -0.5: in (on the edge of the margin)
+    flow[0, 1, 0, 1] = 1.7  # y 1.7 > 1.5: out
+    flow[0, 0, 1, 2] = -2.6  # x -0.6: out
+    expected = torch.tensor([[[[True, False, False], [True, True, False]]]])
     assert torch.equal(ops.inside(flow), expected)
+    assert torch.equal(ops.inside(flow, margin=0.0), torch.tensor([[[[True, False, False], [False, False, False]]]]))

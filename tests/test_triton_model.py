@@ -39,9 +39,12 @@ def _both(model: TVNet, f0: torch.Tensor, f1: torch.Tensor) -> tuple[torch.Tenso
     return fast.cpu(), reference.cpu()
 
 
-# (preset, crop (top, left, height, width)): odd sizes; tvl1 (1250 iterations) on a small crop
+# (preset, crop (top, left, height, width)): odd sizes. tvl1 runs 1250 iterations with 25
+# warps: on some small crops float32 rounding alone moves its flow by 1e-3 to 5e-3 px (the
+# PyTorch step in float32 against float64; the C kernel likewise), so its crop is one where
+# float32 itself is stable (there C, PyTorch and float64 agree within 1e-4).
 CASES = [("tvnet-50", (40, 150, 61, 87)), ("tvnet-3-1-10", (60, 170, 75, 53)),
-         ("tvl1", (90, 180, 37, 45)), ("tvnet-50-trained", (100, 160, 47, 71))]
+         ("tvl1", (110, 200, 45, 61)), ("tvnet-50-trained", (90, 180, 37, 45))]
 
 
 @pytest.mark.parametrize("preset, crop", CASES)

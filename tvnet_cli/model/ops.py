@@ -175,13 +175,15 @@ def warp(x: torch.Tensor, flow: torch.Tensor, mode: str = "bilinear") -> torch.T
     return F.grid_sample(x, grid, mode=mode, padding_mode="border", align_corners=True)
 
 
-def inside(flow: torch.Tensor) -> torch.Tensor:
-    """`(B, 1, H, W)` bool: where x + flow(x) lies within the image (pixel centres 0..W-1,
-    0..H-1), i.e. where the warp samples the image rather than its replicated border."""
+def inside(flow: torch.Tensor, margin: float = 0.5) -> torch.Tensor:
+    """`(B, 1, H, W)` bool: where x + flow(x) lies within the image, i.e. where the warp samples
+    the image rather than its replicated border: pixel centres 0..W-1 (0..H-1) widened by
+    `margin` (the pixels' own extent). The margin keeps the test away from the border pixels'
+    own centres, where a near-zero flow would flip it with every rounding difference."""
     h, w = flow.shape[-2:]
     pos = base_grid(h, w, flow) + flow  # (B, 2, H, W)
     x, y = pos[:, :1], pos[:, 1:]
-    return (x >= 0) & (x <= w - 1) & (y >= 0) & (y <= h - 1)
+    return (x >= -margin) & (x <= w - 1 + margin) & (y >= -margin) & (y <= h - 1 + margin)
 
 
 def resize(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
