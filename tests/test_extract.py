@@ -57,7 +57,7 @@ def test_real_avi_jpeg_and_h5_same_run(tmp_path):
         assert f["flow"].chunks == (1, 2, 72, 96)
     assert flow.shape == (163, 2, 72, 96) and flow.dtype == np.float32
     assert attrs["frames"] == 164 and attrs["flows"] == 163 and attrs["fps"] == 25.0
-    assert attrs["source"] == str(VIDEOS / "test.avi") and attrs["model"] == "tvnet-50"
+    assert attrs["source"] == str(VIDEOS / "test.avi") and attrs["model"] == "tvl1-fast"  # the default preset
     assert json.loads(attrs["parameters"])["iters"] == 10 and attrs["dtype"] == "float32"
     assert np.abs(flow).max() > 0.5  # the video moves
 

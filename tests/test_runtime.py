@@ -276,5 +276,5 @@ def test_presets_command_is_a_table_with_the_default_marked() -> None:
     assert "S-W-I" in r.output and "scales x warps x iterations" in " ".join(r.output.split())
     for name in preset_names():
         assert name in r.output
-    assert "tvnet-50*" in r.output  # extract's default
+    assert "tvl1-fast*" in r.output  # extract's default
     assert "1-1-50" in r.output and "5-5-50" in r.output

@@ -34,7 +34,8 @@ def _formats(ctx: click.Context, param: click.Parameter, value: tuple[str, ...])
 @click.option("--format", "-f", "formats", multiple=True, callback=_formats, metavar="FMT[,FMT]",
               help="jpeg (TSN/mmaction2 flow_x/flow_y/img JPEGs), h5 (one HDF5 file per video), "
                    "flo, npy (float fields). Repeat or comma-separate for several.  [default: jpeg]")
-@click.option("--preset", default="tvnet-50", help="Model preset (see `tvnet presets`).")
+@click.option("--preset", default="tvl1-fast", show_default=True,
+              help="Model preset (see `tvnet presets`); tvnet-50 is the paper's TVNet-50.")
 @click.option("--scales", type=int, help="Override the preset's pyramid scales.")
 @click.option("--warps", type=int, help="Override the preset's warps per scale.")
 @click.option("--iters", type=int, help="Override the preset's iterations per warp.")
