@@ -60,7 +60,7 @@ def test_dry_run_from_fresh_clone(tmp_path):
 
     engine = json.loads((out / "engine.json").read_text())["backends"]["torch"]
     rows = engine["rows"].values()
-    assert {(x["preset"], x["batch"]) for x in rows} == {(p, b) for p in ("tvnet-50", "tvl1") for b in (1, 2)}
+    assert {(x["preset"], x["batch"]) for x in rows} == {(p, b) for p in ("tvnet-10", "tvnet-2-2-5") for b in (1, 2)}
     assert all(x["device"] == "cpu" and x["backend"] == "torch" and x["pairs_per_s"] > 0 for x in rows)
     assert engine["size"] == "64x48" and engine["video"].endswith("examples/test.avi")
 
