@@ -29,9 +29,9 @@ import numpy as np
 
 from ..errors import TVNetError
 from ..io.video import iter_frames, output_size, probe
-from ..io.writers import DIR_FORMATS, DirOutput, H5Output
+from ..io.writers import DirOutput, H5Output
 from .config import ExtractConfig, Progress, VideoJob, VideoResult
-from .jobs import final_paths, shard
+from .jobs import check_job, outputs, shard
 
 if TYPE_CHECKING:  # torch is imported on first use, not with the CLI
     from .staging import Download
@@ -133,15 +133,20 @@ class _Runner:
 
     # -- decode side ---------------------------------------------------------------------
     def _make_outputs(self, job: VideoJob) -> list:
+        """Writers for the outputs of `job` still to do (all with overwrite); `TVNetError`
+        when an output path is not tvnet's (checked again: the folder may have changed)."""
         c = self.config
         outs = []
-        paths = final_paths(job, c)
-        if any(f in DIR_FORMATS for f in c.formats) and (c.overwrite or not paths[0].exists()):
-            outs.append(DirOutput(paths[0], c.formats, frames=c.frames, start_index=c.start_index,
-                                  jpeg_quality=c.jpeg_quality))
-        if "h5" in c.formats and (c.overwrite or not paths[-1].exists()):
+        states = check_job(job, c)
+        for path, kind in outputs(job, c):
+            if states[path] == "ours" and not c.overwrite:
+                continue
             try:
-                outs.append(H5Output(paths[-1], c.h5_dtype, c.bound))
+                if kind == "h5":
+                    outs.append(H5Output(path, c.h5_dtype, c.bound))
+                else:
+                    outs.append(DirOutput(path, c.formats, frames=c.frames, start_index=c.start_index,
+                                          jpeg_quality=c.jpeg_quality))
             except OSError:
                 for o in outs:
                     o.abort()
