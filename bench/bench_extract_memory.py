@@ -55,9 +55,11 @@ def write_clip(path: Path, frames: int, height: int, width: int) -> Path:
     return write_video(path, texture_frames(frames, height, width), "mpeg4")
 
 
-def peak_rss(cmd: list[str], samples: bool) -> tuple[float, float, list[tuple[float, float]]]:
-    """Run `cmd`; (peak RSS MiB of that process from the kernel, seconds, [(t, RSS MiB)])."""
-    env = {**os.environ, "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+def peak_rss(cmd: list[str], samples: bool, src: Path = ROOT
+             ) -> tuple[float, float, float, list[tuple[float, float]]]:
+    """Run `cmd` with `tvnet_cli` from `src`; (peak RSS MiB of that process from the kernel,
+    wall seconds, CPU seconds (user + system), [(t, RSS MiB)])."""
+    env = {**os.environ, "PYTHONPATH": str(src) + os.pathsep + os.environ.get("PYTHONPATH", "")}
     t0 = time.perf_counter()
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     series: list[tuple[float, float]] = []
@@ -81,7 +83,7 @@ def peak_rss(cmd: list[str], samples: bool) -> tuple[float, float, list[tuple[fl
     done.set()
     if proc.returncode != 0:
         raise SystemExit(f"{' '.join(cmd)} failed ({proc.returncode}):\n{err.decode()[-2000:]}")
-    return usage.ru_maxrss / 1024, time.perf_counter() - t0, series
+    return usage.ru_maxrss / 1024, time.perf_counter() - t0, usage.ru_utime + usage.ru_stime, series
 
 
 def main() -> None:
@@ -93,6 +95,8 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--extra", default="", help="more `tvnet extract` options, e.g. '--batch 4'")
     ap.add_argument("--samples", action="store_true", help="record RSS every 0.5 s (psutil)")
+    ap.add_argument("--src", type=Path, default=ROOT,
+                    help="source tree whose tvnet_cli runs (e.g. `git archive <commit>` unpacked: before/after)")
     ap.add_argument("--json", type=Path, default=None)
     args = ap.parse_args()
     width, height = (int(v) for v in args.size.lower().split("x"))
@@ -104,17 +108,18 @@ def main() -> None:
             cmd = [sys.executable, "-m", "tvnet_cli", "extract", str(clip), "--out", str(tmp / f"out{n}"),
                    "--no-frames", "--preset", args.preset, "--device", "cpu", "--threads", str(args.threads),
                    *args.extra.split()]
-            rss, sec, series = peak_rss(cmd, args.samples)
+            rss, sec, cpu, series = peak_rss(cmd, args.samples, args.src.resolve())
             flows = len(list((tmp / f"out{n}" / "clip").glob("flow_x_*.jpg")))
-            rows.append({"frames": n, "flows": flows, "peak_rss_mib": round(rss, 1), "seconds": round(sec, 1),
+            rows.append({"frames": n, "flows": flows, "peak_rss_mib": round(rss, 1), "seconds": round(sec, 1), "cpu_seconds": round(cpu, 1),
                          "samples": [(round(t, 1), round(r)) for t, r in series]})
-            print(f"{n:5d} frames ({width}x{height}), {flows} flow fields: peak RSS {rss:7.1f} MiB, {sec:6.1f} s",
+            print(f"{n:5d} frames ({width}x{height}), {flows} flow fields: peak RSS {rss:7.1f} MiB, {sec:6.1f} s "
+                  f"wall, {cpu:6.1f} s CPU",
                   flush=True)
             if series:
                 print("   RSS MiB every 0.5 s:", " ".join(f"{r:.0f}" for _, r in series[::4]), flush=True)
     ratio = rows[1]["peak_rss_mib"] / rows[0]["peak_rss_mib"]
     print(f"long / short peak RSS: {ratio:.3f} (target <= 1.3)")
-    result = {"machine": f"{platform.node()} {platform.machine()} {os.cpu_count()} CPUs, Python "
+    result = {"src": str(args.src), "machine": f"{platform.node()} {platform.machine()} {os.cpu_count()} CPUs, Python "
                          f"{platform.python_version()}", "preset": args.preset, "size": args.size,
               "threads": args.threads, "extra": args.extra, "rows": rows, "ratio": round(ratio, 3)}
     if args.json:

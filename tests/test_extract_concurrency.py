@@ -423,3 +423,52 @@ def test_interrupted_overwrite_leaves_nothing_hidden_forever(tmp_path):
     assert sorted(p.name for p in out.glob(".*")) == [".notes", ".tvnet.lock", ".v.partial-1-00000000",
                                                      ".w.partial-4242-0123abcd"]
     assert os.listdir(out / ".v.partial-1-00000000") == ["mine.txt"]
+
+
+def _stat(pid: int) -> list[str] | None:
+    """/proc/<pid>/stat fields after the command name (state, ppid, ...); None when gone."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+
+
+def _alive(pid: int) -> bool:
+    st = _stat(pid)
+    return st is not None and st[0] != "Z"
+
+
+def _children(pid: int) -> list[int]:
+    """Live child processes of `pid` (from /proc)."""
+    return [int(d.name) for d in Path("/proc").iterdir()
+            if d.name.isdigit() and (st := _stat(int(d.name))) and int(st[1]) == pid and st[0] != "Z"]
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="needs /proc (Linux)")
+def test_kill_9_of_the_parent_ends_its_workers_and_frees_the_folder(tmp_path):
+    """A run killed with kill -9 leaves no worker writing on (they die with the parent,
+    seconds before they could have finished their videos) and its lock is free at once."""
+    src, out = tmp_path / "in", tmp_path / "out"
+    for name in ("x", "y"):
+        clip_at(src / f"{name}.mp4", texture(400, 48, 64), "mp4")
+    cmd = [sys.executable, "-m", "tvnet_cli", "extract", str(src), "--out", str(out), "--procs-per-device", "2",
+           *CLI_FAST, "--decoders", "1"]
+    proc = subprocess.Popen(cmd, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 90
+    while not list(out.glob(".*.partial-*/flow_x_00002.jpg")):
+        assert proc.poll() is None and time.monotonic() < deadline
+        time.sleep(0.05)
+    workers = [k for k in _children(proc.pid) if "spawn_main" in Path(f"/proc/{k}/cmdline").read_text()]
+    assert len(workers) == 2
+    proc.kill()
+    proc.wait()
+    deadline = time.monotonic() + 2
+    while any(_alive(w) for w in workers):
+        assert time.monotonic() < deadline, "a worker outlived its parent"
+        time.sleep(0.05)
+    written = sorted(str(p) for p in out.rglob("*"))
+    time.sleep(0.5)
+    assert sorted(str(p) for p in out.rglob("*")) == written  # nobody writes on
+    assert not (out / "x").exists() and not (out / "y").exists()
+    with lock_output(out):  # free at once
+        pass

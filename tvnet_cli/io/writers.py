@@ -85,13 +85,16 @@ def remove_fields(folder: Path) -> bool:
         return False
 
 
-def _foreign_names(folder: Path) -> tuple[list[str], int]:
-    """(names in `folder` that are not regular tvnet field files, number of flow files)."""
+def _foreign_names(folder: Path, any_flow: bool) -> tuple[list[str], int]:
+    """(names in `folder` that are not regular tvnet field files, number of flow files);
+    `any_flow`: stop at the first flow file (a rerun only needs to know it is finished)."""
     other, flows = [], 0
     with os.scandir(folder) as it:
         for e in it:
             if FIELD_NAME.fullmatch(e.name) and e.is_file(follow_symlinks=False):
                 flows += bool(FLOW_NAME.fullmatch(e.name))
+                if flows and any_flow:
+                    break
             else:
                 other.append(e.name)
     return sorted(other), flows
@@ -119,7 +122,7 @@ def output_state(path: Path, kind: str, replace: bool = False) -> str:
             what = "a file, not an output folder"
         if what is None:
             try:
-                other, flows = _foreign_names(path)
+                other, flows = _foreign_names(path, any_flow=not replace)
             except OSError as e:
                 raise TVNetError(f"{path}: cannot read the output folder ({e.strerror})") from None
             if not other:
