@@ -3,13 +3,14 @@
     python bench/bench_extract_memory.py                       # 795 vs 80 frames, 768x576
     python bench/bench_extract_memory.py --long 300 --short 30 --size 384x288 --json out.json
 
-Writes one synthetic video with PyAV (MPEG-4 in .mp4: a smooth random texture drifting by a
-fraction of a pixel per frame, plus noise, so that the codec keeps P-frames honest) in a long
+Writes one synthetic video with PyAV (MPEG-4, or H.264 with `--codec libx264`, in .mp4: a
+smooth random texture drifting by a fraction of a pixel per frame, plus noise) in a long
 and a short version holding the same first frames, runs `tvnet extract VIDEO --out TMP
 --no-frames` on each in a fresh process and reads that process's own peak RSS from the
 kernel (`os.wait4`: ru_maxrss of that child alone). `--samples` also records RSS every
 0.5 s (psutil) to show where memory goes. The result line says long / short; the target
-is <= 1.3 (memory bounded by frame size, not by video length).
+is <= 1.3 (memory bounded by frame size, not by video length). `--src DIR` runs the
+`tvnet_cli` of another source tree (e.g. `git archive <commit> | tar -x -C DIR`): before/after.
 """
 
 from __future__ import annotations
@@ -48,11 +49,11 @@ def texture_frames(n: int, height: int, width: int, seed: int = 0):
         yield np.clip(img, 0, 255).astype(np.uint8)
 
 
-def write_clip(path: Path, frames: int, height: int, width: int) -> Path:
+def write_clip(path: Path, frames: int, height: int, width: int, codec: str = "mpeg4") -> Path:
     sys.path.insert(0, str(ROOT))
     from tvnet_cli.io.video import write_video
 
-    return write_video(path, texture_frames(frames, height, width), "mpeg4")
+    return write_video(path, texture_frames(frames, height, width), codec)
 
 
 def peak_rss(cmd: list[str], samples: bool, src: Path = ROOT
@@ -91,6 +92,7 @@ def main() -> None:
     ap.add_argument("--long", type=int, default=795)
     ap.add_argument("--short", type=int, default=80)
     ap.add_argument("--size", default="768x576", help="WxH of the video")
+    ap.add_argument("--codec", default="mpeg4", help="mpeg4 or libx264 (B-frames, frame threads)")
     ap.add_argument("--preset", default="tvnet-10")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--extra", default="", help="more `tvnet extract` options, e.g. '--batch 4'")
@@ -104,7 +106,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="tvnet-mem-") as tmp:
         tmp = Path(tmp)
         for n in (args.short, args.long):
-            clip = write_clip(tmp / f"v{n}" / "clip.mp4", n, height, width)
+            clip = write_clip(tmp / f"v{n}" / "clip.mp4", n, height, width, args.codec)
             cmd = [sys.executable, "-m", "tvnet_cli", "extract", str(clip), "--out", str(tmp / f"out{n}"),
                    "--no-frames", "--preset", args.preset, "--device", "cpu", "--threads", str(args.threads),
                    *args.extra.split()]
@@ -119,7 +121,7 @@ def main() -> None:
                 print("   RSS MiB every 0.5 s:", " ".join(f"{r:.0f}" for _, r in series[::4]), flush=True)
     ratio = rows[1]["peak_rss_mib"] / rows[0]["peak_rss_mib"]
     print(f"long / short peak RSS: {ratio:.3f} (target <= 1.3)")
-    result = {"src": str(args.src), "machine": f"{platform.node()} {platform.machine()} {os.cpu_count()} CPUs, Python "
+    result = {"src": str(args.src), "codec": args.codec, "machine": f"{platform.node()} {platform.machine()} {os.cpu_count()} CPUs, Python "
                          f"{platform.python_version()}", "preset": args.preset, "size": args.size,
               "threads": args.threads, "extra": args.extra, "rows": rows, "ratio": round(ratio, 3)}
     if args.json:

@@ -168,6 +168,23 @@ def test_lock_is_reentrant_and_released(tmp_path):
         pass
 
 
+def test_torchrun_ranks_share_the_folder_but_not_a_rank(tmp_path):
+    """Ranks of one torchrun job write into one --out together; a plain run or a second
+    job's same rank cannot join them."""
+    def try_lock(rank: int, world: int) -> str:
+        code = ("from tvnet_cli.extract import OutputBusy, lock_output\n"
+                f"try:\n    with lock_output({str(tmp_path)!r}, {rank}, {world}, command='rank {rank}'):\n"
+                "        print('ok')\nexcept OutputBusy as e:\n    print(e)")
+        return subprocess.run([sys.executable, "-c", code], env=ENV, capture_output=True, text=True,
+                              timeout=60).stdout.strip()
+
+    with lock_output(tmp_path, 0, 2, command="rank 0"):
+        assert try_lock(1, 2) == "ok"
+        assert try_lock(0, 2).startswith(f"{tmp_path}: in use by another tvnet extract (pid {os.getpid()} ")
+        assert "in use by another tvnet extract" in try_lock(0, 1)
+    assert try_lock(0, 1) == "ok"
+
+
 # -- item 2: nothing outside --out, nothing foreign --------------------------------------------------
 def test_overwrite_never_deletes_a_folder_it_did_not_write(tmp_path, monkeypatch):
     """Issue 12 (2a): `cd data; extract A/B.mp4 --out . --overwrite` used to delete data/B/precious.avi."""
