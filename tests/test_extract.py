@@ -198,11 +198,14 @@ def test_overwrite_redoes_and_keeps_layout(tmp_path):
     extract([clip], cfg)
     marker = tmp_path / "o" / "c" / "stale.txt"
     marker.write_text("x")
-    assert extract([clip], cfg).skipped == 1 and marker.exists()
+    assert extract([clip], cfg).skipped == 1 and marker.exists()  # a note beside finished output
+    s = extract([clip], cfg.replace(overwrite=True))  # --overwrite never deletes what tvnet did not write
+    assert s.failed == 1 and marker.exists() and "did not write (stale.txt)" in s.results[0].message
+    marker.unlink()
     s = extract([clip], cfg.replace(overwrite=True))
-    assert s.done == 1 and not marker.exists()
+    assert s.done == 1
     assert len(names(tmp_path / "o" / "c", "flow_x_")) == 2
-    assert not list((tmp_path / "o").glob(".*"))
+    assert [p.name for p in (tmp_path / "o").glob(".*")] == [".tvnet.lock"]  # no temporary left
 
 
 def test_cli_help_and_run(tmp_path):

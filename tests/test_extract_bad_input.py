@@ -98,7 +98,7 @@ def test_video_output_folder_not_writable(tmp_path):
     (out / "A").write_text("a file where a folder should be")
     r = run(str(tmp_path / "in"), "--out", str(out), *SMALL)
     assert r.exit_code == 1
-    assert "a.avi: cannot write output" in r.output
+    assert f"a.avi: {out / 'A'}: a file where an output folder goes; move it away" in r.output
     assert len(list((out / "B" / "b").glob("flow_x_*.jpg"))) == 2
     assert (out / "failures.txt").read_text().startswith(str(tmp_path / "in" / "A" / "a.avi"))
 

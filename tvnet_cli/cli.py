@@ -2,7 +2,8 @@
 
 Commands only parse options, build a config and call one library function. torch and av
 are imported inside the commands so `tvnet --help` is instant. Expected failures raise
-`TVNetError`, printed here as one line (exit status 1); usage errors exit with 2.
+`TVNetError`, printed here as one line (exit status 1, or the error's `exit_code`); usage
+errors exit with 2.
 """
 
 from __future__ import annotations
@@ -59,7 +60,9 @@ class LazyGroup(click.Group):
         try:
             return super().invoke(ctx)
         except TVNetError as e:
-            raise click.ClickException(str(e)) from None
+            err = click.ClickException(str(e))
+            err.exit_code = getattr(e, "exit_code", 1)  # OutputBusy: 2
+            raise err from None
 
 
 @click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})

@@ -103,6 +103,13 @@ class ActionTrainConfig(ConfigMixin):
         for name in ("batch", "steps", "length", "segments", "input_size", "checkpoint_every", "log_every"):
             if getattr(self, name) < 1:
                 raise TVNetError(f"train-action: {name} must be >= 1, got {getattr(self, name)}")
+        for name in ("lr", "momentum", "weight_decay", "lr_gamma", "grad_clip", "flow_loss", "tvnet_lr_scale",
+                     "dropout", "flow_bound"):
+            v = getattr(self, name)
+            if not (math.isfinite(v) and v >= 0):
+                raise TVNetError(f"train-action: {name} must be a finite number >= 0, got {v}")
+        if not self.lr > 0:
+            raise TVNetError(f"train-action: lr must be > 0, got {self.lr}")
         if self.test_crops not in (1, 10):
             raise TVNetError(f"train-action: test crops must be 1 or 10, got {self.test_crops}")
         object.__setattr__(self, "frame_size", tuple(int(v) for v in self.frame_size))

@@ -83,6 +83,20 @@ class TrainFlowConfig(ConfigMixin):
                 or (self.scalar_lr or 1) <= 0 or self.u0_decay < 0 or self.u0_smooth < 0):
             raise TVNetError("steps >= 0, batch >= 1, lr > 0, u0_lr > 0, scalar_lr > 0, scale > 0 and "
                              "u0_decay, u0_smooth >= 0 are required")
+        for name in ("lr", "u0_lr", "scalar_lr", "scale", "u0_decay", "u0_smooth", "smooth_sigma", "theta"):
+            v = getattr(self, name)
+            if v is not None and not math.isfinite(v):  # NaN passes every comparison above
+                raise TVNetError(f"--{name.replace('_', '-')} must be a finite number, got {v}")
+        for name in ("val_every", "checkpoint_every", "video_frames"):
+            if getattr(self, name) < 1:
+                raise TVNetError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}")
+        if self.eval_limit < 0:
+            raise TVNetError(f"--eval-limit must be >= 0, got {self.eval_limit}")
+        for name in ("crop", "video_size"):
+            v = getattr(self, name)
+            if v is not None and (len(v) != 2 or min(v) < 1):
+                raise TVNetError(f"--{name.replace('_', '-')} must be HxW with both sides >= 1, got "
+                                 f"{'x'.join(map(str, v))}")
         if isinstance(self.val_data, str):
             object.__setattr__(self, "val_data", (self.val_data,))
         for name in ("pairs", "val_pairs", "val_data"):

@@ -7,6 +7,7 @@ folders (`flow_x_NNNNN.jpg` / `flow_y_NNNNN.jpg`, quantised with a bound).
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -32,6 +33,12 @@ class VizConfig:
     bound: float = DEFAULT_BOUND  # quantisation bound of JPEG flow folders
     legend: bool = True
     fps: float = 10.0  # MP4 output
+
+    def __post_init__(self) -> None:
+        for name in ("max_flow", "bound", "fps"):
+            v = getattr(self, name)
+            if v is not None and not (math.isfinite(v) and v > 0):
+                raise TVNetError(f"--{name.replace('_', '-')} must be > 0 and finite, got {v}")
 
 
 def colour_wheel() -> np.ndarray:
@@ -131,9 +138,10 @@ def _read_h5(path: Path) -> Iterator[tuple[str, np.ndarray]]:
     except OSError as e:
         raise TVNetError(f"{path}: cannot open HDF5 file ({e})") from None
     with f:
-        if "flow" not in f:
-            raise TVNetError(f"{path}: no dataset 'flow' in the HDF5 file")
-        ds = f["flow"]
+        ds = f.get("flow")
+        if not isinstance(ds, h5py.Dataset):
+            raise TVNetError(f"{path}: no dataset 'flow' in the HDF5 file"
+                             + (" (it is a group)" if isinstance(ds, h5py.Group) else ""))
         if ds.ndim != 4 or ds.shape[1] != 2:
             raise TVNetError(f"{path}: dataset 'flow' must be (N, 2, H, W), got {ds.shape}")
         quantised = ds.dtype == np.uint8

@@ -84,10 +84,16 @@ def extract(inputs: tuple[str, ...], out: Path, formats: tuple[str, ...], preset
 
     Output mirrors each video's folder: UCF-101/ApplyEyeMakeup/v_x.avi ->
     OUT/ApplyEyeMakeup/v_x/flow_x_00001.jpg ... Re-running skips complete videos.
-    Exit status 1 when any video failed (see OUT/failures.txt), 2 for usage errors.
+    One run at a time per OUT (a second one exits with status 2 naming the first). tvnet
+    writes only inside OUT and never deletes or overwrites what it did not write: a video
+    whose output path holds something else (a file, a link, a folder of other files) fails
+    alone, and so does a video whose output folder would hold other videos' outputs
+    (a.mp4 beside a folder a/ of videos). Exit status 1 when any video failed (see
+    OUT/failures.txt), 2 for usage errors and a busy OUT, 130 when interrupted (a rerun
+    removes the unfinished videos' temporary files and continues).
     """
     from ..errors import TVNetError
-    from ..extract import ExtractConfig, build_model, check_output, extract as run_extract
+    from ..extract import ExtractConfig, build_model, check_output, extract as run_extract, lock_output
     from ..runtime import DistEnv
 
     for inp in inputs:
@@ -119,7 +125,13 @@ def extract(inputs: tuple[str, ...], out: Path, formats: tuple[str, ...], preset
             raise OptionError(str(e)) from None
         raise
     check_output(config.out)
-    summary = _run_with_progress(inputs, config, run_extract)
+    try:
+        with lock_output(config.out, env.rank, env.world_size):  # before the bar: a busy folder is one line
+            summary = _run_with_progress(inputs, config, run_extract)
+    except KeyboardInterrupt:
+        click.echo("interrupted: finished videos are kept; a rerun removes the unfinished ones' "
+                   "temporary files and continues", err=True)
+        sys.exit(130)
     if summary.failed:
         sys.exit(1)
 

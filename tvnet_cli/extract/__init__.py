@@ -17,13 +17,16 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from .config import FORMATS, ExtractConfig, ExtractSummary, Progress, VideoJob, VideoResult
-from .jobs import _complete_counts, assign_labels, collect_videos, final_paths, is_complete, plan, read_classes, shard
+from ..errors import TVNetError
+from .jobs import (_complete_counts, assign_labels, check_job, clean_stale_outputs, collect_videos, final_paths,
+                   is_complete, plan, read_classes, shard)
 from .lists import check_output, write_lists
+from .lock import OutputBusy, lock_output
 from .pipeline import _Runner, _run_spawned, build_model
 
 __all__ = [
-    "FORMATS", "ExtractConfig", "ExtractSummary", "Progress", "VideoJob", "VideoResult",
-    "assign_labels", "build_model", "check_output", "collect_videos", "extract", "final_paths",
+    "FORMATS", "ExtractConfig", "ExtractSummary", "OutputBusy", "Progress", "VideoJob", "VideoResult",
+    "assign_labels", "check_job", "lock_output", "build_model", "check_output", "collect_videos", "extract", "final_paths",
     "is_complete", "plan", "read_classes", "shard", "write_lists",
 ]
 
@@ -33,32 +36,42 @@ def extract(inputs: Sequence[str | Path], config: ExtractConfig,
     """Extract flow for every video of `inputs` into `config.out`; see the package doc.
 
     Raises `TVNetError` for problems that stop everything (missing input, output folder
-    not writable, bad model); a bad video only adds a "failed" result.
+    not writable, bad model), `OutputBusy` when another run holds `config.out`; a bad
+    video (or one whose output path is taken by something foreign) only adds a "failed"
+    result.
     """
     t0 = time.perf_counter()
     progress = progress or (lambda kind, value: None)
     check_output(config.out)
-    jobs, failures = plan(inputs, config)
-    progress("total", len(jobs) + len(failures))
-    results: list[VideoResult] = []
-    for r in failures:
-        results.append(r)
-        progress("video", r)
-    todo = []
-    for job in jobs:
-        if not config.overwrite and is_complete(job, config):
-            flows, frames = _complete_counts(job, config)
-            r = VideoResult(str(job.src), str(job.rel), "skipped", frames, flows, job.label)
+    with lock_output(config.out, config.rank, config.world_size):
+        jobs, failures = plan(inputs, config)
+        clean_stale_outputs(jobs, config)
+        progress("total", len(jobs) + len(failures))
+        results: list[VideoResult] = []
+        for r in failures:
             results.append(r)
             progress("video", r)
-        else:
-            todo.append(job)
-    if todo:
-        build_model(config)  # fail early (bad preset / weights) before any process starts
-        if len(config.devices) > 1:
-            results += _run_spawned(todo, config, progress)
-        else:
-            results += _Runner(todo, config, config.devices[0], progress).run()
-    summary = ExtractSummary(results=results, seconds=time.perf_counter() - t0)
-    summary.lists = write_lists(results, config)
+        todo = []
+        for job in jobs:
+            try:
+                states = check_job(job, config)  # inside --out, nothing foreign
+                complete = not config.overwrite and all(s == "ours" for s in states.values())
+                counts = _complete_counts(job, config) if complete else None
+            except TVNetError as e:
+                r = VideoResult(str(job.src), str(job.rel), "failed", label=job.label, message=str(e))
+            else:
+                if counts is None:
+                    todo.append(job)
+                    continue
+                r = VideoResult(str(job.src), str(job.rel), "skipped", counts[1], counts[0], job.label)
+            results.append(r)
+            progress("video", r)
+        if todo:
+            build_model(config)  # fail early (bad preset / weights) before any process starts
+            if len(config.devices) > 1:
+                results += _run_spawned(todo, config, progress)
+            else:
+                results += _Runner(todo, config, config.devices[0], progress).run()
+        summary = ExtractSummary(results=results, seconds=time.perf_counter() - t0)
+        summary.lists = write_lists(results, config)
     return summary

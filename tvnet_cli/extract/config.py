@@ -14,6 +14,7 @@ from ..errors import TVNetError
 from ..io.writers import H5_DTYPES
 
 FORMATS = ("jpeg", "h5", "flo", "npy")
+MAX_SIDE = 16384  # longest frame side extract resizes to (FFmpeg's scaler and memory draw the line)
 
 Progress = Callable[[str, Any], None]
 """progress(kind, value): ("total", n_videos), ("flows", n_new_fields), ("video", VideoResult)."""
@@ -71,6 +72,11 @@ class ExtractConfig(ConfigMixin):
         for name, v in positive.items():
             if not (math.isfinite(v) and v > 0):  # NaN and inf too (NaN <= 0 is False)
                 raise TVNetError(f"--{name.replace('_', '-')} must be > 0 and finite, got {v}")
+        for name in ("width", "height", "short_side"):
+            v = getattr(self, name)
+            if v is not None and v > MAX_SIDE:
+                raise TVNetError(f"--{name.replace('_', '-')} {v} is larger than the largest frame side "
+                                 f"{MAX_SIDE}")
         if self.short_side is not None and (self.width is not None or self.height is not None):
             raise TVNetError("give either --short-side or --width/--height, not both")
         if self.start_index < 0:

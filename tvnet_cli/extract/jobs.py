@@ -9,7 +9,7 @@ from pathlib import Path, PurePosixPath
 
 from ..errors import TVNetError
 from ..io.video import is_video_name
-from ..io.writers import DIR_FORMATS, count_outputs, h5_counts
+from ..io.writers import DIR_FORMATS, clean_stale, count_outputs, h5_counts, output_state
 from .config import ExtractConfig, VideoJob, VideoResult
 
 
@@ -37,13 +37,27 @@ def _is_within(path: Path, parent: Path) -> bool:
         return False
 
 
+def _read_lines(path: Path, what: str) -> list[str]:
+    """Lines of a UTF-8 text file; `TVNetError` naming the file when unreadable or not UTF-8."""
+    try:
+        return path.read_bytes().decode("utf-8").splitlines()
+    except OSError as e:
+        raise TVNetError(f"{path}: cannot read {what} ({e.strerror})") from None
+    except UnicodeDecodeError as e:
+        raise TVNetError(f"{path}: {what} is not UTF-8 text (byte 0x{e.object[e.start]:02x} at "
+                         f"offset {e.start})") from None
+
+
+def _normal(p: Path) -> Path:
+    """Absolute, with `.` and `..` resolved textually (links are kept: a folder of links
+    to videos stays the root of its outputs)."""
+    return Path(os.path.normpath(os.path.abspath(p)))
+
+
 def _read_list(list_file: Path) -> list[Path]:
     """Paths in a list file, one a line; `path label` lines (mmaction2 video lists) keep the
     path. Relative paths are taken from the list's folder, else from the current folder."""
-    try:
-        lines = list_file.read_text().splitlines()
-    except OSError as e:
-        raise TVNetError(f"{list_file}: cannot read list ({e.strerror})") from None
+    lines = _read_lines(list_file, "list")
     out = []
     for line in (ln.strip() for ln in lines):
         if not line or line.startswith("#"):
@@ -76,13 +90,13 @@ def collect_videos(inputs: Sequence[str | Path], out: Path | None = None
                 if p.is_dir():
                     pairs += [(v, PurePosixPath(v.relative_to(p).with_suffix("").as_posix()))
                               for v in _walk_videos(p, out)]
-            if files:
-                root = Path(os.path.commonpath([str(p.parent.absolute()) for p in files]))
+            if files:  # `..` resolved first: `../x.mp4` widens the root instead of leaving --out
+                root = Path(os.path.commonpath([str(_normal(p).parent) for p in files]))
                 for p in files:
                     if not p.exists():
                         failures.append(VideoResult(str(p), "", "failed", message=f"{p}: file not found"))
                         continue
-                    rel = p.absolute().relative_to(root).with_suffix("")
+                    rel = _normal(p).relative_to(root).with_suffix("")
                     pairs.append((p, PurePosixPath(rel.as_posix())))
             continue
         p = Path(s)
@@ -109,10 +123,7 @@ def collect_videos(inputs: Sequence[str | Path], out: Path | None = None
 def read_classes(path: Path) -> dict[str, int]:
     """Class file -> {name: label}. Lines "name" get labels 0, 1, ...; UCF101-style
     "index name" lines get index - 1 (classInd.txt is 1-based, mmaction2 labels 0-based)."""
-    try:
-        lines = [ln.split() for ln in path.read_text().splitlines() if ln.strip()]
-    except OSError as e:
-        raise TVNetError(f"{path}: cannot read classes file ({e.strerror})") from None
+    lines = [ln.split() for ln in _read_lines(path, "classes file") if ln.strip()]
     if all(len(t) == 2 and t[0].isdigit() for t in lines):
         return {t[1]: int(t[0]) - 1 for t in lines}
     return {" ".join(t): i for i, t in enumerate(lines)}
@@ -138,17 +149,45 @@ def shard(items: Sequence, rank: int, world_size: int) -> list:
 # ---------------------------------------------------------------------------------------
 # outputs of one video
 # ---------------------------------------------------------------------------------------
-def final_paths(job: VideoJob, config: ExtractConfig) -> list[Path]:
+def outputs(job: VideoJob, config: ExtractConfig) -> list[tuple[Path, str]]:
+    """Where the outputs of `job` go: (`<out>/<rel>`, "dir") for the folder formats,
+    (`<out>/<rel>.h5`, "h5")."""
     out = []
     if any(f in DIR_FORMATS for f in config.formats):
-        out.append(config.out / Path(str(job.rel)))
+        out.append((config.out / Path(str(job.rel)), "dir"))
     if "h5" in config.formats:
-        out.append(config.out / Path(str(job.rel) + ".h5"))
+        out.append((config.out / Path(str(job.rel) + ".h5"), "h5"))
     return out
 
 
+def final_paths(job: VideoJob, config: ExtractConfig) -> list[Path]:
+    return [p for p, _ in outputs(job, config)]
+
+
+def check_job(job: VideoJob, config: ExtractConfig) -> dict[Path, str]:
+    """Every output path of `job` lies inside `--out` (no `..`, no absolute name, no link
+    leading out) and holds nothing foreign: {path: `output_state`}. `TVNetError` (one line,
+    that video fails) otherwise."""
+    parts = job.rel.parts
+    if not parts or job.rel.is_absolute() or any(p in ("", ".", "..") for p in parts):
+        raise TVNetError(f"{job.src}: output name {str(job.rel)!r} would leave {config.out}")
+    out = config.out.resolve()
+    states = {}
+    for path, kind in outputs(job, config):
+        where = path.parent.resolve()  # follows links of existing folders
+        if where != out and out not in where.parents:
+            raise TVNetError(f"{job.src}: output {path} would lie outside {config.out} (at {where / path.name}, "
+                             f"through a symbolic link)")
+        try:
+            states[path] = output_state(path, kind, replace=config.overwrite)
+        except TVNetError as e:
+            raise TVNetError(f"{job.src}: {e}") from None
+    return states
+
+
 def is_complete(job: VideoJob, config: ExtractConfig) -> bool:
-    return all(p.exists() for p in final_paths(job, config))
+    """All outputs of `job` are tvnet's and finished (`TVNetError` when one is foreign)."""
+    return all(s == "ours" for s in check_job(job, config).values())
 
 
 def _complete_counts(job: VideoJob, config: ExtractConfig) -> tuple[int, int]:
@@ -160,6 +199,53 @@ def _complete_counts(job: VideoJob, config: ExtractConfig) -> tuple[int, int]:
     return flows, frames or flows + config.step
 
 
+def collisions(jobs: Sequence[VideoJob], config: ExtractConfig) -> dict[int, str]:
+    """{job index: message} for videos whose outputs would hold, or be, another's: `a.mp4`
+    beside a folder `a/` of videos (the folder `<out>/a/` would mix a's flow files with the
+    other videos' output folders) fails `a.mp4`; two videos with one output path (`a.mp4`'s
+    `a.h5` and `a.h5.mp4`'s folder) fail the later one; names of the lists and the lock are
+    taken."""
+    from .lists import reserved_names
+    from .lock import LOCK_NAME
+
+    owner: dict[PurePosixPath, VideoJob] = {}
+    bad: dict[int, str] = {}
+    reserved = {PurePosixPath(n) for n in (*reserved_names(config), LOCK_NAME)}
+    for job in jobs:
+        for path in final_paths(job, config):
+            rel = PurePosixPath(path.relative_to(config.out).as_posix())
+            if rel in reserved:
+                bad.setdefault(job.index, f"{job.src}: output {path} has the name of a list tvnet writes; "
+                                          f"rename the video")
+            elif rel in owner:
+                bad.setdefault(job.index, f"{job.src}: output {path} is also the output of "
+                                          f"{owner[rel].src}; rename one of them")
+            else:
+                owner[rel] = job
+    for job in jobs:
+        if job.index in bad:
+            continue
+        for path in final_paths(job, config):
+            rel = PurePosixPath(path.relative_to(config.out).as_posix())
+            for up in rel.parents:
+                other = owner.get(up)
+                if other is not None and other is not job and other.index not in bad:
+                    bad[other.index] = (f"{other.src}: its output folder {config.out / up} would also hold "
+                                        f"the outputs of {job.src}; rename the video or the folder")
+    return bad
+
+
+def clean_stale_outputs(jobs: Sequence[VideoJob], config: ExtractConfig) -> None:
+    """Remove what killed or interrupted runs left of these videos' outputs (temporary
+    names only; call under the output lock)."""
+    names: dict[Path, set[str]] = {}
+    for job in jobs:
+        for path in final_paths(job, config):
+            names.setdefault(path.parent, set()).add(path.name)
+    for folder, n in names.items():
+        clean_stale(folder, n)
+
+
 # ---------------------------------------------------------------------------------------
 # this process's shard
 # ---------------------------------------------------------------------------------------
@@ -167,6 +253,10 @@ def plan(inputs: Sequence[str | Path], config: ExtractConfig) -> tuple[list[Vide
     """All videos of this process's shard, labelled, plus failures found while listing."""
     pairs, failures = collect_videos(inputs, config.out)
     classes = read_classes(config.classes) if config.classes is not None else None
-    jobs = shard(assign_labels(pairs, classes), config.rank, config.world_size)
+    jobs = assign_labels(pairs, classes)
+    bad = collisions(jobs, config)  # over all videos: every rank decides alike
+    failures += [VideoResult(str(j.src), str(j.rel), "failed", label=j.label, message=bad[j.index])
+                 for j in jobs if j.index in bad]
+    jobs = shard(jobs, config.rank, config.world_size)
     failures = shard(failures, config.rank, config.world_size)
-    return jobs, failures
+    return [j for j in jobs if j.index not in bad], failures

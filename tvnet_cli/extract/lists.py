@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from ..errors import TVNetError
-from ..io.writers import DIR_FORMATS, os_error
+from ..io.writers import DIR_FORMATS, clean_stale, os_error, temp_path
 from .config import ExtractConfig, VideoResult
 
 
@@ -25,7 +25,7 @@ def check_output(out: Path) -> None:
 def _atomic_write_text(path: Path, text: str) -> None:
     """Write `text` under a temporary name, then rename; on failure the temporary file is
     removed and an `OSError` names `path` and the cause (see `io.writers.os_error`)."""
-    tmp = path.with_name(f".{path.name}.partial")
+    tmp = temp_path(path)
     try:
         tmp.write_text(text)
         tmp.replace(path)
@@ -41,6 +41,14 @@ def _list_suffix(config: ExtractConfig) -> str:
     return f".rank{config.rank}" if config.world_size > 1 else ""
 
 
+LIST_NAMES = ("ann_flow", "ann_rgb", "ann_h5", "failures")
+
+
+def reserved_names(config: ExtractConfig) -> list[str]:
+    """File names in `--out` that the lists of this run take."""
+    return [f"{n}{_list_suffix(config)}.txt" for n in LIST_NAMES]
+
+
 def write_lists(results: Sequence[VideoResult], config: ExtractConfig) -> list[Path]:
     """Annotation lists (`<rel> <count> <label>`, mmaction2/TSN rawframes) and the failure list.
 
@@ -52,6 +60,7 @@ def write_lists(results: Sequence[VideoResult], config: ExtractConfig) -> list[P
     """
     c = config
     sfx = _list_suffix(c)
+    clean_stale(c.out, set(reserved_names(c)))  # temporary lists of killed runs
     ok = sorted((r for r in results if r.status in ("done", "skipped")), key=lambda r: r.rel)
     written = []
     lists: dict[str, list[str]] = {}

@@ -10,14 +10,17 @@ Pipeline (one process per device):
         --> writer thread pool (Pillow JPEG, h5py, .flo, .npy) into a temporary name
         --> rename to the final name when the video's last field is written.
 
-Memory is bounded by the queue sizes (a few batches), never by video length. A video is
+Memory is bounded by the queue sizes (a few batches), never by video length; freed heap
+memory is handed back to the OS after every batch (`_heap_trimmer`). A video is
 complete only under its final name (see `jobs.is_complete`). Several devices: one spawned
 worker process per device (`_worker`, importable here for `spawn`), videos sharded.
 """
 
 from __future__ import annotations
 
+import os
 import queue
+import signal
 import threading
 from collections import deque
 from collections.abc import Callable
@@ -29,9 +32,9 @@ import numpy as np
 
 from ..errors import TVNetError
 from ..io.video import iter_frames, output_size, probe
-from ..io.writers import DIR_FORMATS, DirOutput, H5Output
-from .config import ExtractConfig, Progress, VideoJob, VideoResult
-from .jobs import final_paths, shard
+from ..io.writers import DirOutput, H5Output
+from .config import MAX_SIDE, ExtractConfig, Progress, VideoJob, VideoResult
+from .jobs import check_job, outputs, shard
 
 if TYPE_CHECKING:  # torch is imported on first use, not with the CLI
     from .staging import Download
@@ -95,6 +98,22 @@ class _Pair:
 _END = object()
 
 
+def _heap_trimmer() -> Callable[[], None]:
+    """glibc's `malloc_trim(0)`, else a no-op. Freed frames, fields and model temporaries
+    (MBs each) stay in glibc's heaps once its dynamic mmap threshold has risen past their size,
+    and the heaps of the several threads fragment: RSS then grows with video length (1.6x
+    from 20 to 200 frames of 768x576). Trimming after every batch hands the free pages back,
+    so memory is bounded by the batch and queue sizes (bench/bench_extract_memory.py)."""
+    try:
+        import ctypes
+
+        trim = ctypes.CDLL("libc.so.6").malloc_trim
+        trim.argtypes = [ctypes.c_size_t]
+    except (OSError, AttributeError):
+        return lambda: None
+    return lambda: trim(0)
+
+
 def build_model(config: ExtractConfig):
     """TVNet from `weights` or `preset`, with scales/warps/iters overrides and the backend."""
     from ..runtime import load_model
@@ -130,18 +149,25 @@ class _Runner:
         self.slots = threading.BoundedSemaphore(4 * self.nominal + 2 * config.writers)
         self.pool = ThreadPoolExecutor(config.writers, thread_name_prefix="tvnet-write")
         self.model_meta: dict = {}
+        self.stopping = threading.Event()  # set on Ctrl-C: decoders stop at the next frame
+        self.trim = _heap_trimmer()
 
     # -- decode side ---------------------------------------------------------------------
     def _make_outputs(self, job: VideoJob) -> list:
+        """Writers for the outputs of `job` still to do (all with overwrite); `TVNetError`
+        when an output path is not tvnet's (checked again: the folder may have changed)."""
         c = self.config
         outs = []
-        paths = final_paths(job, c)
-        if any(f in DIR_FORMATS for f in c.formats) and (c.overwrite or not paths[0].exists()):
-            outs.append(DirOutput(paths[0], c.formats, frames=c.frames, start_index=c.start_index,
-                                  jpeg_quality=c.jpeg_quality))
-        if "h5" in c.formats and (c.overwrite or not paths[-1].exists()):
+        states = check_job(job, c)
+        for path, kind in outputs(job, c):
+            if states[path] == "ours" and not c.overwrite:
+                continue
             try:
-                outs.append(H5Output(paths[-1], c.h5_dtype, c.bound))
+                if kind == "h5":
+                    outs.append(H5Output(path, c.h5_dtype, c.bound))
+                else:
+                    outs.append(DirOutput(path, c.formats, frames=c.frames, start_index=c.start_index,
+                                          jpeg_quality=c.jpeg_quality))
             except OSError:
                 for o in outs:
                     o.abort()
@@ -166,11 +192,16 @@ class _Runner:
 
         self.pool.submit(task)
 
-    def _size(self, width: int, height: int) -> tuple[int, int] | None:
+    def _size(self, job: VideoJob, width: int, height: int) -> tuple[int, int] | None:
+        """(height, width) to resize to, None to keep; `TVNetError` when it is too large."""
         c = self.config
         if c.width is None and c.height is None and c.short_side is None:
             return None
-        return output_size(width, height, c.width, c.height, c.short_side)
+        h, w = output_size(width, height, c.width, c.height, c.short_side)
+        if max(h, w) > MAX_SIDE:
+            raise TVNetError(f"{job.src}: frames of {width}x{height} resized to {w}x{h}: larger than the largest frame "
+                             f"side {MAX_SIDE}; choose a smaller size")
+        return h, w
 
     def _decode_one(self, job: VideoJob) -> None:
         """Decode one video into frame writes and (t, t + step) pairs for the batcher."""
@@ -181,15 +212,17 @@ class _Runner:
         try:
             info = probe(job.src, autorotate=c.autorotate)  # a bad file fails here, before any output exists
             video.info = info
+            # always a fixed size: a stream that changes resolution still gives equal-size pairs
+            size = self._size(job, info.width, info.height) or (info.height, info.width)
             try:
                 video.outputs = self._make_outputs(job)
             except OSError as e:
                 raise TVNetError(f"{job.src}: cannot write output ({e.strerror or e}: {e.filename})") from None
             outputs = video.outputs
-            # always a fixed size: a stream that changes resolution still gives equal-size pairs
-            size = self._size(info.width, info.height) or (info.height, info.width)
             frames = iter_frames(job.src, size, autorotate=c.autorotate)
             for frame in frames:
+                if self.stopping.is_set():  # interrupted: never finish this video
+                    video.fail(f"{job.src}: interrupted")
                 if video.failed:  # a write failed: stop decoding this video
                     frames.close()
                     break
@@ -216,6 +249,8 @@ class _Runner:
                 try:
                     job = self.job_queue.get_nowait()
                 except queue.Empty:
+                    break
+                if self.stopping.is_set():
                     break
                 self._decode_one(job)
         finally:
@@ -272,6 +307,7 @@ class _Runner:
         launched = self._launch(model, batch, wants)
         self._hand_off()
         self.in_flight = launched
+        self.trim()
 
     def _launch(self, model, batch: list[_Pair], wants: set[str]) -> tuple[list[_Pair], Download] | None:
         """Upload the live pairs of `batch` (each frame once), run TVNet, quantise / cast on
@@ -365,6 +401,14 @@ class _Runner:
             self._hand_off()  # the last batch
             for t in threads:
                 t.join()
+        except BaseException:  # Ctrl-C or an error: stop the decoders (unblocked by draining), no more writes
+            self.stopping.set()
+            while any(t.is_alive() for t in threads):
+                try:
+                    self.pairs.get(timeout=0.1)
+                except queue.Empty:
+                    pass
+            raise
         finally:
             self.pool.shutdown(wait=True)
         return self.results
@@ -373,8 +417,26 @@ class _Runner:
 # ---------------------------------------------------------------------------------------
 # several devices: one spawned process each
 # ---------------------------------------------------------------------------------------
-def _worker(wid: int, jobs: list[VideoJob], config: ExtractConfig, device: str, events) -> None:
-    """Entry point of spawned worker `wid`: run its shard, stream progress and results back."""
+def _die_with_parent(parent: int) -> None:
+    """Linux: this process gets SIGKILL when its parent ends (even by kill -9), so no worker
+    writes on after the run that holds the output lock is gone."""
+    try:
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        return
+    if os.getppid() != parent:  # the parent died before the call
+        os._exit(1)
+
+
+def _worker(wid: int, jobs: list[VideoJob], config: ExtractConfig, device: str, events, parent: int = 0) -> None:
+    """Entry point of spawned worker `wid`: run its shard, stream progress and results back.
+    Ctrl-C is the parent's business (it stops the workers): ignored here, so no worker
+    prints a traceback."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    if parent:
+        _die_with_parent(parent)
     try:  # _Runner.run binds the device and threads
         _Runner(jobs, config, device, lambda kind, value: events.put((kind, value))).run()
     except TVNetError as e:
@@ -391,11 +453,36 @@ def _run_spawned(jobs: list[VideoJob], config: ExtractConfig, progress: Progress
     ctx = mp.get_context("spawn")
     events = ctx.Queue()
     procs = []
-    for wid, device in enumerate(config.devices):
-        p = ctx.Process(target=_worker, name=f"tvnet-extract-{device}",
-                        args=(wid, shard(jobs, wid, len(config.devices)), config, device, events))
-        p.start()
-        procs.append(p)
+    # workers start with SIGINT ignored (inherited through exec), so a Ctrl-C while they
+    # import cannot print their tracebacks either; only the main thread may set handlers
+    main = threading.current_thread() is threading.main_thread()
+    old = signal.signal(signal.SIGINT, signal.SIG_IGN) if main else None
+    try:
+        for wid, device in enumerate(config.devices):
+            p = ctx.Process(target=_worker, name=f"tvnet-extract-{device}",
+                            args=(wid, shard(jobs, wid, len(config.devices)), config, device, events, os.getpid()))
+            p.start()
+            procs.append(p)
+    finally:
+        if main:
+            signal.signal(signal.SIGINT, old)
+    try:
+        return _gather(procs, jobs, config, events, progress)
+    except BaseException:  # Ctrl-C: stop the workers; their unfinished outputs stay under temporary names
+        for p in procs:
+            if p.is_alive():
+                p.terminate()
+        for p in procs:
+            p.join(5)
+            if p.is_alive():
+                p.kill()
+                p.join()
+        raise
+
+
+def _gather(procs: list, jobs: list[VideoJob], config: ExtractConfig, events, progress: Progress
+            ) -> list[VideoResult]:
+    """Merge the workers' progress and results until every worker said goodbye or died."""
     results: list[VideoResult] = []
     errors: list[str] = []
     live = set(range(len(procs)))

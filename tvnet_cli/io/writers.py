@@ -6,9 +6,16 @@ every file of the video is in it):
 - `DirOutput`: a folder `<out>/<rel>/` of per-field files - TSN/mmaction2 JPEGs
   (`flow_x_00001.jpg`, `flow_y_00001.jpg`, `img_00001.jpg`), Middlebury `.flo`
   (`flow_00001.flo`, (H, W, 2)) and/or `.npy` (`flow_00001.npy`, (2, H, W) float32).
-  Written into `<out>/<parent>/.<stem>.partial/`, renamed at the end.
+  Written into `<out>/<parent>/.<stem>.partial-<pid>-<random>/`, renamed at the end.
 - `H5Output`: one HDF5 file `<out>/<rel>.h5`, dataset `flow` (N-1, 2, H, W), one chunk
-  per field. Written as `.<stem>.h5.partial`, renamed at the end.
+  per field. Written as `.<stem>.h5.partial-<pid>-<random>`, renamed at the end.
+
+Temporary names are unique per output object (pid + random), so no run ever opens,
+deletes or renames another's; those left by a killed run are removed by the next run
+(`clean_stale`, under the output lock). What tvnet wrote is recognisable (`output_state`):
+a folder holding only field files named as above (at least one flow field), an HDF5 file
+with a 4-d `flow` dataset. Anything else under an output name is never deleted or
+overwritten; only field files are ever removed from a folder (`remove_fields`).
 
 Writes may come from several threads; each field is one call. HDF5 calls are serialised
 with one process-wide lock (h5py must not be used from two threads at once).
@@ -30,7 +37,8 @@ import io
 import json
 import os
 import re
-import shutil
+import secrets
+import stat
 import threading
 from pathlib import Path
 
@@ -44,12 +52,132 @@ H5_DTYPES = ("float16", "float32", "uint8")
 _H5_LOCK = threading.Lock()
 
 
+FIELD_NAME = re.compile(r"(?:(?:flow_[xy]|img)_\d{5,}\.jpg|flow_\d{5,}\.(?:flo|npy))")
+FLOW_NAME = re.compile(r"(?:flow_x_\d{5,}\.jpg|flow_\d{5,}\.(?:flo|npy))")
+TEMP_NAME = re.compile(r"\.(?P<name>.+)\.(?:partial|old)(?:-\d+-[0-9a-f]{8})?")  # (legacy: no suffix)
+
+
+def temp_path(final: Path, kind: str = "partial") -> Path:
+    """A hidden name beside `final` that no other output object, run or process uses."""
+    return final.parent / f".{final.name}.{kind}-{os.getpid()}-{secrets.token_hex(4)}"
+
+
 def partial_dir(final: Path) -> Path:
-    return final.parent / f".{final.name}.partial"
+    return temp_path(final)
 
 
 def partial_h5(final: Path) -> Path:
-    return final.parent / f".{final.name}.partial"
+    return temp_path(final)
+
+
+def remove_fields(folder: Path) -> bool:
+    """Remove the field files (regular files named like tvnet's) of `folder`, then the folder
+    if that left it empty; never follows a link, never removes anything else. True when the
+    folder is gone."""
+    try:
+        with os.scandir(folder) as it:
+            for e in it:
+                if FIELD_NAME.fullmatch(e.name) and e.is_file(follow_symlinks=False):
+                    os.unlink(e.path)
+        os.rmdir(folder)
+        return True
+    except OSError:
+        return False
+
+
+def _foreign_names(folder: Path, any_flow: bool) -> tuple[list[str], int]:
+    """(names in `folder` that are not regular tvnet field files, number of flow files);
+    `any_flow`: stop at the first flow file (a rerun only needs to know it is finished)."""
+    other, flows = [], 0
+    with os.scandir(folder) as it:
+        for e in it:
+            if FIELD_NAME.fullmatch(e.name) and e.is_file(follow_symlinks=False):
+                flows += bool(FLOW_NAME.fullmatch(e.name))
+                if flows and any_flow:
+                    break
+            else:
+                other.append(e.name)
+    return sorted(other), flows
+
+
+def output_state(path: Path, kind: str, replace: bool = False) -> str:
+    """What lies under the output name `path` (`kind` "dir" or "h5"): "absent", "ours"
+    (a complete tvnet output) or "stale" (tvnet's but unfinished, or an empty folder: may
+    be replaced). Raises `TVNetError` naming what is there when it is not tvnet's (a link,
+    a file of another kind, a folder with other files, a foreign HDF5 file): such a path is
+    never touched. `replace`: the caller will replace it, so a tvnet folder that also holds
+    other files is refused too (they would be lost)."""
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        return "absent"
+    except NotADirectoryError:
+        raise TVNetError(f"{_file_on_path(path)}: a file where an output folder goes; "
+                         f"move it away") from None
+    except OSError as e:
+        raise TVNetError(f"{path}: cannot check the output ({e.strerror})") from None
+    what = "a symbolic link" if stat.S_ISLNK(st.st_mode) else None
+    if kind == "dir":
+        if what is None and not stat.S_ISDIR(st.st_mode):
+            what = "a file, not an output folder"
+        if what is None:
+            try:
+                other, flows = _foreign_names(path, any_flow=not replace)
+            except OSError as e:
+                raise TVNetError(f"{path}: cannot read the output folder ({e.strerror})") from None
+            if not other:
+                return "ours" if flows else "stale"
+            if flows and not replace:
+                return "ours"  # a finished folder someone added notes to: complete
+            shown = ", ".join(other[:3]) + (f" and {len(other) - 3} more" if len(other) > 3 else "")
+            what = f"a folder holding files tvnet did not write ({shown})"
+    elif what is None and not stat.S_ISREG(st.st_mode):
+        what = "not a regular file"
+    elif what is None:
+        return _h5_state(path)
+    raise TVNetError(f"{path}: {what}; tvnet writes nothing there, move it away or choose another --out")
+
+
+def _file_on_path(path: Path) -> Path:
+    """The first ancestor of `path` that exists and is not a folder."""
+    for p in reversed(path.parents):
+        if p.exists() and not p.is_dir():
+            return p
+    return path
+
+
+def _h5_state(path: Path) -> str:
+    import h5py
+
+    try:
+        with _H5_LOCK, h5py.File(path, "r") as f:
+            flow = f.get("flow")
+            if isinstance(flow, h5py.Dataset) and flow.ndim == 4:
+                return "ours" if "frames" in f.attrs and "flows" in f.attrs else "stale"
+    except (OSError, RuntimeError, ValueError):
+        pass
+    raise TVNetError(f"{path}: a file that is not a tvnet HDF5 output; tvnet writes nothing there, "
+                     f"move it away or choose another --out")
+
+
+def clean_stale(folder: Path, names: set[str]) -> None:
+    """Remove the temporary outputs (`.<name>.partial-*`, `.<name>.old-*`, legacy
+    `.<name>.partial`) of the output names `names` in `folder`, left by killed or interrupted
+    runs. Only under the output lock (no other run is writing them). Folders lose only their
+    field files (see `remove_fields`); nothing else is touched."""
+    try:
+        with os.scandir(folder) as it:
+            stale = [e for e in it if (m := TEMP_NAME.fullmatch(e.name)) and m["name"] in names]
+    except OSError:
+        return
+    for e in stale:
+        try:
+            if e.is_dir(follow_symlinks=False):
+                remove_fields(Path(e.path))
+            elif e.is_file(follow_symlinks=False):
+                os.unlink(e.path)
+        except OSError:
+            pass
 
 
 def os_error(e: BaseException, path: Path | str) -> OSError:
@@ -88,13 +216,12 @@ def _npy(array: np.ndarray) -> memoryview:
 
 
 def _replace_dir(tmp: Path, final: Path) -> None:
-    """Move `tmp` to `final`; an existing `final` (overwrite) is removed only afterwards."""
+    """Move `tmp` to `final`. An existing `final` (overwrite) must be tvnet's alone: it is
+    moved aside and loses its field files only once the new one is in place."""
     old = None
     try:
-        if final.exists():
-            old = final.parent / f".{final.name}.old"
-            if old.exists():
-                shutil.rmtree(old)
+        if output_state(final, "dir", replace=True) != "absent":
+            old = temp_path(final, "old")
             final.rename(old)
         tmp.rename(final)
     except OSError as e:
@@ -105,7 +232,7 @@ def _replace_dir(tmp: Path, final: Path) -> None:
                 pass
         raise os_error(e, e.filename or final) from None
     if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
+        remove_fields(old)
 
 
 class DirOutput:
@@ -120,8 +247,6 @@ class DirOutput:
         self.quality = jpeg_quality
         self.tmp = partial_dir(final)
         try:
-            if self.tmp.exists():  # left by an interrupted run
-                shutil.rmtree(self.tmp)
             self.tmp.mkdir(parents=True)
         except OSError as e:
             raise os_error(e, e.filename or self.tmp) from None
@@ -158,7 +283,7 @@ class DirOutput:
         _replace_dir(self.tmp, self.final)
 
     def abort(self) -> None:
-        shutil.rmtree(self.tmp, ignore_errors=True)
+        remove_fields(self.tmp)
 
 
 class H5Output:
@@ -173,7 +298,6 @@ class H5Output:
         self.tmp = partial_h5(final)
         try:
             self.tmp.parent.mkdir(parents=True, exist_ok=True)
-            self.tmp.unlink(missing_ok=True)
         except OSError as e:
             raise os_error(e, e.filename or self.tmp) from None
         self._file = None
@@ -242,6 +366,7 @@ class H5Output:
             except (OSError, RuntimeError, ValueError) as e:
                 raise self._failed(e) from None
         try:
+            output_state(self.final, "h5", replace=True)  # never over a file that is not tvnet's
             self.tmp.replace(self.final)
         except OSError as e:
             raise os_error(e, self.final) from None
