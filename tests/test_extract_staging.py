@@ -111,7 +111,7 @@ def test_pipeline_matches_direct_model_calls(tmp_path):
     for name, real in clips.items():  # 14-frame clips of the real videos
         write_video(src / f"{name}.avi", islice(iter_frames(VIDEOS / real, (48, 64)), 14), "mpeg4")
     cfg = ExtractConfig(out=tmp_path / "out", formats=("h5",), h5_dtype="float32", width=64, height=48,
-                        iters=5, step=2, torch_threads=1)
+                        preset="tvnet-50", iters=5, step=2, torch_threads=1)
     assert cfg.batch is None
     s = extract([src], cfg)
     assert (s.done, s.failed, s.flows) == (2, 0, 24)
