@@ -96,7 +96,7 @@ def _clips(src: Path) -> None:
     rng = np.random.default_rng(2)
     encode_clip(src / "m.avi", [rng.integers(0, 256, (240, 320, 3), dtype=np.uint8) for _ in range(8)],
                 "avi", codec="mpeg4")
-    encode_clip(src / "z.avi", texture(6, 24, 32), "avi")
+    encode_clip(src / "b.avi", texture(6, 24, 32), "avi")  # sorts before the big m.avi
 
 
 def _cli(args: list[str], fsize: int | None = None) -> subprocess.CompletedProcess:
@@ -127,7 +127,7 @@ def _check_failed_alone(r: subprocess.CompletedProcess, src: Path, out: Path, ca
     assert msg.startswith(f"{src / 'm.avi'}: cannot write output ({cause}: {out}/"), msg
     assert "\n" not in msg
     for name in lists:
-        assert [ln.split()[0] for ln in _lines(out / name)] in (["a", "z"], ["a.h5", "z.h5"])
+        assert [ln.split()[0] for ln in _lines(out / name)] in (["a", "b"], ["a.h5", "b.h5"])
     assert not (out / "m").exists() and not (out / "m.h5").exists()
     assert not list(out.rglob(".*partial*")) and not list(out.rglob(".*.old"))
 
@@ -149,7 +149,7 @@ def test_file_size_limit_fails_one_video(tmp_path, fmt):
             assert f["flow"].shape == (7, 2, 24, 32) and f.attrs["frames"] == 8
     else:
         suffix = {"jpeg": "flow_x_*.jpg", "npy": "flow_*.npy"}[fmt]
-        assert len(list((out / "a").glob(suffix))) == 7 and len(list((out / "z").glob(suffix))) == 5
+        assert len(list((out / "a").glob(suffix))) == 7 and len(list((out / "b").glob(suffix))) == 5
 
 
 @pytest.fixture
@@ -190,15 +190,15 @@ def test_full_tmpfs(tmpfs, tmp_path):
     src.mkdir()
     _clips(src)
     _fill(tmpfs, 1024 * 1024)
-    # one video at a time: the space is shared, so a small clip written while the big one is
-    # filling the disk would fail too (correctly, but not what this test is about)
+    # one video at a time, the big one last (by name): the space is shared, so a small clip
+    # written while the big one fills the disk would fail too (correctly, but not the point here)
     r = _cli([str(src), "--out", str(out), "--format", "jpeg,flo,npy,h5", "--decoders", "1", "--batch", "1"])
     _check_failed_alone(r, src, out, "No space left on device [ENOSPC]", ("ann_flow.txt", "ann_h5.txt"))
     assert len(list((out / "a").glob("flow_*.flo"))) == 7
 
     before = {p: p.read_bytes() for p in out.glob("ann_*.txt")}
     _fill(tmpfs)  # now nothing is left at all
-    r = _cli([str(src / "a.avi"), str(src / "z.avi"), "--out", str(out), "--format", "jpeg,flo,npy,h5"])
+    r = _cli([str(src / "a.avi"), str(src / "b.avi"), "--out", str(out), "--format", "jpeg,flo,npy,h5"])
     text = r.stdout + r.stderr
     assert r.returncode == 1 and "Traceback" not in text, text
     err = [ln for ln in text.splitlines() if "cannot write list" in ln]
