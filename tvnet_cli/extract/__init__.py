@@ -20,6 +20,7 @@ from .config import FORMATS, ExtractConfig, ExtractSummary, Progress, VideoJob, 
 from .jobs import _complete_counts, assign_labels, collect_videos, final_paths, is_complete, plan, read_classes, shard
 from .lists import check_output, write_lists
 from .pipeline import _Runner, _run_spawned, build_model
+from ..io.formats import write_run_record
 
 __all__ = [
     "FORMATS", "ExtractConfig", "ExtractSummary", "Progress", "VideoJob", "VideoResult",
@@ -61,4 +62,5 @@ def extract(inputs: Sequence[str | Path], config: ExtractConfig,
             results += _Runner(todo, config, config.devices[0], progress).run()
     summary = ExtractSummary(results=results, seconds=time.perf_counter() - t0)
     summary.lists = write_lists(results, config)
+    summary.lists.append(write_run_record(config, results))  # OUT/tvnet.json (io.formats)
     return summary
