@@ -141,7 +141,7 @@ class _Runner:
                                   jpeg_quality=c.jpeg_quality))
         if "h5" in c.formats and (c.overwrite or not paths[-1].exists()):
             try:
-                outs.append(H5Output(paths[-1], c.h5_dtype, c.bound))
+                outs.append(H5Output(paths[-1], c.h5_dtype, c.bound, c.h5_compression))
             except OSError:
                 for o in outs:
                     o.abort()
