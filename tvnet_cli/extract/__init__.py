@@ -62,5 +62,5 @@ def extract(inputs: Sequence[str | Path], config: ExtractConfig,
             results += _Runner(todo, config, config.devices[0], progress).run()
     summary = ExtractSummary(results=results, seconds=time.perf_counter() - t0)
     summary.lists = write_lists(results, config)
-    summary.lists.append(write_run_record(config, results))  # OUT/tvnet.json (io.formats)
+    summary.lists += write_run_record(config, results)  # OUT/tvnet.json (io.formats)
     return summary

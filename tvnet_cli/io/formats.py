@@ -295,12 +295,13 @@ def read_flow(path: str | Path, bound: float | None = None, fmt: str | None = No
     return FlowData(np.stack(arrays), names, info)
 
 
-def write_run_record(config, results: Iterable) -> Path:
+def write_run_record(config, results: Iterable) -> list[Path]:
     """Add this run to `<out>/tvnet.json`: model, bound, step, start index, formats, size
     setting, and per finished video its source, fps, source and output sizes (H, W).
 
-    `config`: an `ExtractConfig`; `results`: its `VideoResult`s ("done" ones are recorded,
-    videos of earlier runs keep their entries). Several processes may call it at once.
+    `config`: an `ExtractConfig`; `results`: its `VideoResult`s ("done" ones are recorded;
+    "skipped" ones keep an earlier run's entry, or get one when that run was killed first). Several processes may call it at once (the
+    folder is locked). Returns [the record], or [] when no video finished and none exists.
     """
     from .. import __version__
     from .video import output_size, probe
@@ -311,9 +312,15 @@ def write_run_record(config, results: Iterable) -> Path:
            "bound": float(c.bound), "step": int(c.step), "start_index": int(c.start_index),
            "formats": list(c.formats), "h5_dtype": c.h5_dtype,
            "size": {k: getattr(c, k) for k in ("width", "height", "short_side")}}
+    out = Path(c.out)
+    path = out / RECORD
+    try:
+        known = json.loads(path.read_text()).get("videos", {}) if path.is_file() else {}
+    except ValueError:
+        known = {}
     videos = {}
     for r in results:
-        if r.status != "done":
+        if r.status not in ("done", "skipped") or (r.status == "skipped" and str(r.rel) in known):
             continue
         entry: dict[str, Any] = {"source": str(r.src), "frames": r.frames, "flows": r.flows,
                                  "bound": run["bound"], "step": run["step"], "model": run["model"]}
@@ -325,10 +332,11 @@ def write_run_record(config, results: Iterable) -> Path:
         except TVNetError:
             pass
         videos[str(r.rel)] = entry
-    out = Path(c.out)
-    path = out / RECORD
-    with open(out / f".{RECORD}.lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
+    if not videos and not path.is_file():
+        return []
+    fd = os.open(out, os.O_RDONLY)  # lock the folder itself: no lock file left behind
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
         try:
             old = json.loads(path.read_text()) if path.is_file() else {}
         except ValueError:
@@ -337,4 +345,6 @@ def write_run_record(config, results: Iterable) -> Path:
         tmp = out / f".{RECORD}.{os.getpid()}.tmp"
         tmp.write_text(json.dumps(rec, indent=1, sort_keys=True))
         tmp.replace(path)
-    return path
+    finally:
+        os.close(fd)  # releases the lock
+    return [path]
