@@ -15,7 +15,7 @@ from synthetic import PAIRS, Motion, flow_pair
 from tvnet_cli.cli import main
 from tvnet_cli.errors import TVNetError
 from tvnet_cli.io.flowio import read_flo, write_flo
-from tvnet_cli.viz import colour_wheel, flow_to_rgb, legend_wheel, render
+from tvnet_cli.viz import VizConfig, colour_wheel, flow_to_rgb, legend_wheel, render, with_legend
 
 
 def test_wheel_colours_by_direction() -> None:
@@ -103,3 +103,37 @@ def test_viz_errors(tmp_path: Path) -> None:
     write_flo(tmp_path / "a.flo", np.zeros((4, 4, 2)))
     res = CliRunner().invoke(main, ["viz", str(tmp_path / "nope.flo"), "--out", str(tmp_path / "x.png")])
     assert res.exit_code == 1 and res.output.startswith("Error: ") and "nope.flo" in res.output
+
+
+def test_video_default_fps_and_out_kinds(tmp_path: Path) -> None:
+    """No recorded fps: MP4/GIF at the documented default; other video names are refused."""
+    from tvnet_cli.viz import DEFAULT_FPS
+
+    gt = flow_pair(32, 48, PAIRS["00002"])[2]
+    stack = np.stack([gt * s for s in (0.5, 1.0, 1.5)]).transpose(0, 3, 1, 2)  # (3, 2, H, W)
+    with h5py.File(tmp_path / "v.h5", "w") as f:
+        f.create_dataset("flow", data=stack.astype(np.float32))
+    render(tmp_path / "v.h5", tmp_path / "v.gif")
+    with Image.open(tmp_path / "v.gif") as im:
+        assert im.n_frames == 3 and im.info["duration"] == 1000 / DEFAULT_FPS
+    render(tmp_path / "v.h5", tmp_path / "v.mp4", VizConfig(fps=12))  # --fps wins
+    with av.open(str(tmp_path / "v.mp4")) as c:
+        assert float(c.streams.video[0].average_rate) == 12
+    with pytest.raises(TVNetError, match=r"\.mp4 or \.gif"):
+        render(tmp_path / "v.h5", tmp_path / "v.avi")
+
+
+def test_single_npy_and_legend_scales(tmp_path: Path) -> None:
+    flow = flow_pair(64, 80, Motion(dx=2.0, dy=1.0))[2]  # (H, W, 2)
+    np.save(tmp_path / "flow_00001.npy", np.moveaxis(flow, -1, 0).astype(np.float32))  # as extract writes
+    (written,) = render(tmp_path / "flow_00001.npy", tmp_path / "one.png", VizConfig(max_flow=4.0))
+    img = np.array(Image.open(written))
+    assert (img[:, :80] == flow_to_rgb(flow, 4.0)).all()
+
+    def text_rows(h: int) -> int:
+        """Rows of the legend panel below the wheel that hold dark (text) pixels."""
+        pic = with_legend(np.full((h, h, 3), 255, np.uint8), 4.0)[:, h:]
+        return int((pic.min(axis=(1, 2)) < 100)[h // 3 + 2:].sum())
+
+    small, large = text_rows(96), text_rows(768)
+    assert small >= 5 and large >= 4 * small  # the text grows with the picture

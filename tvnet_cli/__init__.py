@@ -2,7 +2,7 @@
 
 __version__ = "0.1.0"
 
-__all__ = ["TVNet", "TVNetConfig", "TVNetError", "__version__"]
+__all__ = ["FlowData", "TVNet", "TVNetConfig", "TVNetError", "__version__", "read_flow"]
 
 from .errors import TVNetError
 
@@ -13,4 +13,8 @@ def __getattr__(name: str):
         from .model import tvnet
 
         return getattr(tvnet, name)
+    if name in ("read_flow", "FlowData"):  # any output of `tvnet extract`: io/formats.py
+        from .io import formats
+
+        return getattr(formats, name)
     raise AttributeError(name)

@@ -1,14 +1,15 @@
 """Flow pictures: the Middlebury colour wheel (hue = direction, saturation = speed), as
-PNG files or an MP4, with a legend wheel and the speed that maps to full saturation.
+PNG files, an MP4 or a GIF, with a legend wheel and the speed that maps to full saturation.
 
-Reads .flo files, HDF5 files with a `flow` dataset `(N, 2, H, W)`, and TSN-style JPEG flow
-folders (`flow_x_NNNNN.jpg` / `flow_y_NNNNN.jpg`, quantised with a bound).
+Reads every output of `tvnet extract` through the format registry (`io/formats.py`): a
+jpeg, .flo or .npy folder, an .h5 file, or one .flo/.npy/flow_x_NNNNN.jpg file. Videos
+play at the source video's frame rate when the output records it (HDF5 attributes,
+`OUT/tvnet.json`), else at `DEFAULT_FPS`.
 """
 
 from __future__ import annotations
 
 import math
-import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,13 +17,17 @@ from pathlib import Path
 import numpy as np
 
 from .errors import TVNetError
-from .io.flowio import UNKNOWN_FLOW, read_flo
-from .io.quantize import DEFAULT_BOUND, dequantize
-from .io.video import write_video
+from .io.flowio import UNKNOWN_FLOW
+from .io.formats import iter_flow
+from .io.video import is_video_name, write_video
 
 # Hue segments of the Middlebury wheel (Baker et al. 2011): red-yellow, yellow-green,
 # green-cyan, cyan-blue, blue-magenta, magenta-red; lengths chosen for perceptual balance.
 _SEGMENTS = (15, 6, 4, 11, 13, 6)
+DEFAULT_FPS = 25.0  # MP4/GIF frame rate when the source's is not recorded
+
+Progress = Callable[[int, int], None]
+"""progress(fields done, fields in all)."""
 
 
 @dataclass(frozen=True)
@@ -30,9 +35,10 @@ class VizConfig:
     """How pictures look: a fixed `max_flow` (pixels) makes pictures comparable; None = per input."""
 
     max_flow: float | None = None
-    bound: float = DEFAULT_BOUND  # quantisation bound of JPEG flow folders
+    bound: float | None = None  # JPEG quantisation bound; None = recorded one (tvnet.json), else 20
     legend: bool = True
-    fps: float = 10.0  # MP4 output
+    fps: float | None = None  # MP4/GIF; None = the source video's, else DEFAULT_FPS
+    format: str | None = None  # input format when a folder holds several (jpeg, flo, npy)
 
     def __post_init__(self) -> None:
         for name in ("max_flow", "bound", "fps"):
@@ -91,139 +97,97 @@ def legend_wheel(size: int = 96) -> np.ndarray:
 
 
 def with_legend(picture: np.ndarray, max_flow: float) -> np.ndarray:
-    """Picture `(H, W, 3)` with a white side panel: the legend wheel and its scale in pixels."""
-    from PIL import Image, ImageDraw
+    """Picture `(H, W, 3)` with a white side panel: the legend wheel and its scale in pixels,
+    both sized to the picture (text about 1/16 of its height, at least 10 px)."""
+    from PIL import Image, ImageDraw, ImageFont
 
-    h, w = picture.shape[:2]
-    size = max(32, min(96, h - 20))
-    panel = Image.new("RGB", (size + 16, h), "white")
-    panel.paste(Image.fromarray(legend_wheel(size)), (8, 4))
-    ImageDraw.Draw(panel).text((8, size + 8), f"rim {max_flow:.3g}px", fill="black")
+    h = picture.shape[0]
+    font = ImageFont.load_default(size=max(10, h // 16))
+    text = f"rim = {max_flow:.3g} px"
+    draw = ImageDraw.Draw(Image.new("RGB", (1, 1)))
+    left, top, right, bottom = draw.textbbox((0, 0), text, font=font)
+    margin = max(4, h // 40)
+    size = max(16, min(h // 3, h - (bottom - top) - 3 * margin))
+    panel = Image.new("RGB", (max(size, right - left) + 2 * margin, h), "white")
+    panel.paste(Image.fromarray(legend_wheel(size)), (margin, margin))
+    ImageDraw.Draw(panel).text((margin - left, size + 2 * margin - top), text, fill="black", font=font)
     return np.concatenate([picture, np.asarray(panel)], axis=1)
 
 
-# -- reading ------------------------------------------------------------------------------------
-_FLOW_X = re.compile(r"^flow_x_(\d+)\.jpg$")
-
-
-def read_flows(path: str | Path, bound: float = DEFAULT_BOUND) -> Iterator[tuple[str, np.ndarray]]:
-    """(name, flow `(H, W, 2)` float32) for each flow field in a .flo/.h5 file or a folder
-    of .flo files or of flow_x/flow_y JPEGs."""
-    path = Path(path)
-    if not path.exists():
-        raise TVNetError(f"{path}: not found")
-    if path.is_file() and path.suffix.lower() == ".flo":
-        yield path.stem, read_flo(path)
-    elif path.is_file() and path.suffix.lower() in (".h5", ".hdf5"):
-        yield from _read_h5(path)
-    elif path.is_dir():
-        flos = sorted(path.glob("*.flo"))
-        xs = sorted(f for f in path.iterdir() if _FLOW_X.match(f.name))
-        if flos:
-            for f in flos:
-                yield f.stem, read_flo(f)
-        elif xs:
-            yield from _read_jpegs(xs, bound)
-        else:
-            raise TVNetError(f"{path}: no .flo files or flow_x_NNNNN.jpg files found")
-    else:
-        raise TVNetError(f"{path}: not a flow file (.flo, .h5) or flow folder")
-
-
-def _read_h5(path: Path) -> Iterator[tuple[str, np.ndarray]]:
-    import h5py
-
-    try:
-        f = h5py.File(path, "r")
-    except OSError as e:
-        raise TVNetError(f"{path}: cannot open HDF5 file ({e})") from None
-    with f:
-        ds = f.get("flow")
-        if not isinstance(ds, h5py.Dataset):
-            raise TVNetError(f"{path}: no dataset 'flow' in the HDF5 file"
-                             + (" (it is a group)" if isinstance(ds, h5py.Group) else ""))
-        if ds.ndim != 4 or ds.shape[1] != 2:
-            raise TVNetError(f"{path}: dataset 'flow' must be (N, 2, H, W), got {ds.shape}")
-        quantised = ds.dtype == np.uint8
-        b = float(ds.attrs.get("bound", f.attrs.get("bound", DEFAULT_BOUND)))
-        for i in range(ds.shape[0]):
-            x = ds[i]  # (2, H, W)
-            x = dequantize(x, b) if quantised else x.astype(np.float32)
-            yield f"{path.stem}_{i + 1:05d}", np.moveaxis(x, 0, -1)
-
-
-def _read_jpegs(xs: list[Path], bound: float) -> Iterator[tuple[str, np.ndarray]]:
-    from PIL import Image
-
-    for fx in xs:
-        idx = _FLOW_X.match(fx.name).group(1)
-        fy = fx.with_name(f"flow_y_{idx}.jpg")
-        if not fy.is_file():
-            raise TVNetError(f"{fy}: missing (its flow_x file exists)")
-        qx, qy = (np.asarray(Image.open(p).convert("L")) for p in (fx, fy))
-        if qx.shape != qy.shape:
-            raise TVNetError(f"{fy}: size differs from {fx.name}")
-        yield f"flow_{idx}", np.dstack([dequantize(qx, bound), dequantize(qy, bound)])
-
-
 # -- writing ------------------------------------------------------------------------------------
+def _known_speed(f: np.ndarray) -> float:
+    """Largest known speed of a field `(2, H, W)` (0 when none is known)."""
+    ok = (np.abs(f) < UNKNOWN_FLOW).all(axis=0) & np.isfinite(f).all(axis=0)
+    return float(np.hypot(f[0], f[1])[ok].max()) if ok.any() else 0.0
+
+
 def render(src: str | Path, out: str | Path, cfg: VizConfig = VizConfig(),
-           progress: Callable[[int], None] | None = None) -> list[Path]:
-    """Colour-code every flow field in `src`; `out` = `*.mp4` (one video), `*.png` (one field)
-    or a folder (one PNG per field). Returns the files written."""
+           progress: Progress | None = None) -> list[Path]:
+    """Colour-code every flow field in `src` by `out`'s name: `*.mp4` or `*.gif` (one video),
+    `*.png` (one field), anything else a folder of PNGs. Returns the files written."""
     out = Path(out)
+    kind = out.suffix.lower()
+    if kind not in (".mp4", ".gif", ".png") and is_video_name(out):
+        raise TVNetError(f"{out}: videos are written as .mp4 or .gif")
+    info, _ = iter_flow(src, cfg.format, cfg.bound)
     max_flow = cfg.max_flow
     if max_flow is None:  # one scale for all fields of the input, so a video does not flicker
-        max_flow = 0.0
-        for _, f in read_flows(src, cfg.bound):
-            ok = (np.abs(f) < UNKNOWN_FLOW).all(axis=2) & np.isfinite(f).all(axis=2)
-            if ok.any():
-                max_flow = max(max_flow, float(np.hypot(f[..., 0], f[..., 1])[ok].max()))
-        max_flow = max_flow or 1.0
+        max_flow = max((_known_speed(f) for _, f in iter_flow(src, cfg.format, cfg.bound)[1]), default=0.0) or 1.0
+    total = info.fields
 
     def pictures() -> Iterator[tuple[str, np.ndarray]]:
-        for name, f in read_flows(src, cfg.bound):
-            img = flow_to_rgb(f, max_flow)
+        for i, (name, f) in enumerate(iter_flow(src, cfg.format, cfg.bound)[1]):
+            img = flow_to_rgb(np.moveaxis(f, 0, -1), max_flow)
             yield name, with_legend(img, max_flow) if cfg.legend else img
+            if progress:
+                progress(i + 1, total)
 
-    if out.suffix.lower() == ".mp4":
-        return [_write_mp4(out, pictures(), cfg.fps, progress)]
     from PIL import Image
 
-    written = []
-    if out.suffix.lower() == ".png":
-        items = list(pictures())
-        if len(items) != 1:
-            raise TVNetError(f"{out}: {len(items)} flow fields need a folder or .mp4 output, not one PNG")
+    if kind in (".mp4", ".gif"):
+        fps = cfg.fps or info.fps or DEFAULT_FPS
+        write = _write_mp4 if kind == ".mp4" else _write_gif
+        return [write(out, (img for _, img in pictures()), fps)]
+    if kind == ".png":
+        if total != 1:
+            raise TVNetError(f"{out}: {total} flow fields need a folder, .mp4 or .gif output, not one PNG")
         out.parent.mkdir(parents=True, exist_ok=True)
-        Image.fromarray(items[0][1]).save(out)
+        Image.fromarray(next(pictures())[1]).save(out)
         return [out]
     out.mkdir(parents=True, exist_ok=True)
-    for i, (name, img) in enumerate(pictures()):
-        p = out / f"{name}.png"
-        Image.fromarray(img).save(p)
-        written.append(p)
-        if progress:
-            progress(i + 1)
+    written = []
+    for name, img in pictures():
+        written.append(out / f"{name}.png")
+        Image.fromarray(img).save(written[-1])
     return written
 
 
-def _write_mp4(out: Path, pictures: Iterator[tuple[str, np.ndarray]], fps: float,
-               progress: Callable[[int], None] | None) -> Path:
+def _write_mp4(out: Path, pictures: Iterator[np.ndarray], fps: float) -> Path:
     import fractions
 
-    def frames() -> Iterator[np.ndarray]:
-        for i, (_, img) in enumerate(pictures):
-            h, w = img.shape[0] // 2 * 2, img.shape[1] // 2 * 2  # yuv420p needs even sizes
-            yield img[:h, :w]
-            if progress:
-                progress(i + 1)
+    def even(img: np.ndarray) -> np.ndarray:  # yuv420p needs even sizes
+        return img[: img.shape[0] // 2 * 2, : img.shape[1] // 2 * 2]
 
     tmp = out.with_name(out.stem + ".tmp.mp4")
     try:
-        write_video(tmp, frames(), "libx264", fractions.Fraction(fps).limit_denominator(1000))
+        write_video(tmp, (even(p) for p in pictures), "libx264", fractions.Fraction(fps).limit_denominator(1000))
     except TVNetError:
         tmp.unlink(missing_ok=True)
         raise TVNetError(f"{out}: no flow fields to write") from None
+    tmp.replace(out)
+    return out
+
+
+def _write_gif(out: Path, pictures: Iterator[np.ndarray], fps: float) -> Path:
+    """Animated GIF, looping; GIF stores frame times in 1/100 s, so fps is rounded to that."""
+    from PIL import Image
+
+    frames = (Image.fromarray(p) for p in pictures)
+    first = next(frames, None)
+    if first is None:
+        raise TVNetError(f"{out}: no flow fields to write")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(out.stem + ".tmp.gif")
+    first.save(tmp, save_all=True, append_images=frames, duration=round(100 / fps) * 10, loop=0)
     tmp.replace(out)
     return out

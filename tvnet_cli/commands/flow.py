@@ -205,15 +205,28 @@ def train(dataset: Path | None, out: Path, videos: Path | None, layout: str | No
 @click.command()
 @click.argument("flow", type=click.Path(path_type=Path))
 @click.option("--out", type=click.Path(path_type=Path), required=True,
-              help="Folder of PNGs, one .png (single field) or an .mp4 video.")
+              help="x.mp4 or x.gif (a video), x.png (a single field), else a folder of PNGs.")
 @click.option("--max-flow", type=float, default=None, help="Speed (px) at full colour; fixed = comparable pictures.")
-@click.option("--bound", type=float, default=20.0, show_default=True, help="Quantisation bound of JPEG flow.")
+@click.option("--bound", type=float, default=None,
+              help="Quantisation bound of JPEG flow.  [default: the one in tvnet.json, else 20]")
+@click.option("--format", "fmt", type=click.Choice(["jpeg", "h5", "flo", "npy"]), default=None,
+              help="Input format, when a folder holds several.  [default: npy, flo, then jpeg]")
 @click.option("--legend/--no-legend", default=True, show_default=True)
-@click.option("--fps", type=float, default=10.0, show_default=True, help="Frame rate of .mp4 output.")
-def viz(flow: Path, out: Path, max_flow: float | None, bound: float, legend: bool, fps: float) -> None:
-    """Colour-code flow (.flo, .h5 `flow` dataset, folder of .flo or flow_x/flow_y JPEGs)
-    with the Middlebury colour wheel."""
+@click.option("--fps", type=float, default=None,
+              help="Frame rate of .mp4/.gif output.  [default: the source video's when recorded, else 25]")
+def viz(flow: Path, out: Path, max_flow: float | None, bound: float | None, fmt: str | None, legend: bool,
+        fps: float | None) -> None:
+    """Colour-code flow with the Middlebury colour wheel: any output of `tvnet extract`
+    (jpeg/flo/npy folder, .h5 file) or one .flo, .npy or flow_x_NNNNN.jpg file."""
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
     from ..viz import VizConfig, render
 
-    written = render(flow, out, VizConfig(max_flow=max_flow, bound=bound, legend=legend, fps=fps))
+    console = Console(stderr=True)
+    cols = (TextColumn(f"colouring {flow.name}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
+    with Progress(*cols, console=console, transient=True, disable=not console.is_terminal) as bar:
+        task = bar.add_task("viz", total=None)
+        written = render(flow, out, VizConfig(max_flow=max_flow, bound=bound, legend=legend, fps=fps, format=fmt),
+                         lambda i, n: bar.update(task, completed=i, total=n))
     click.echo(f"wrote {len(written)} file(s) to {out}")

@@ -23,6 +23,7 @@ from .jobs import (_complete_counts, assign_labels, check_job, clean_stale_outpu
 from .lists import check_output, write_lists
 from .lock import OutputBusy, lock_output
 from .pipeline import _Runner, _run_spawned, build_model
+from ..io.formats import write_run_record
 
 __all__ = [
     "FORMATS", "ExtractConfig", "ExtractSummary", "OutputBusy", "Progress", "VideoJob", "VideoResult",
@@ -74,4 +75,5 @@ def extract(inputs: Sequence[str | Path], config: ExtractConfig,
                 results += _Runner(todo, config, config.devices[0], progress).run()
         summary = ExtractSummary(results=results, seconds=time.perf_counter() - t0)
         summary.lists = write_lists(results, config)
+        summary.lists += write_run_record(config, results)  # OUT/tvnet.json (io.formats)
     return summary

@@ -11,7 +11,7 @@ from typing import Any
 
 from ..config import ConfigMixin
 from ..errors import TVNetError
-from ..io.writers import H5_DTYPES
+from ..io.writers import H5_COMPRESSIONS, H5_DTYPES
 
 FORMATS = ("jpeg", "h5", "flo", "npy")
 MAX_SIDE = 16384  # longest frame side extract resizes to (FFmpeg's scaler and memory draw the line)
@@ -41,6 +41,7 @@ class ExtractConfig(ConfigMixin):
     frames: bool = True  # also write img_%05d.jpg RGB frames (jpeg format)
     autorotate: bool = True  # apply the video's rotation metadata (display matrix / rotate tag)
     h5_dtype: str = "float16"
+    h5_compression: str = "lzf"  # lzf | gzip | none (io.writers.H5_COMPRESSIONS: sizes and speeds)
     jpeg_quality: int = 95
     batch: int | None = None  # pairs per model call; None = auto: 8 on the CPU; on CUDA as many as
     # fit min(4 GiB, free device memory / 4) at ~20 float planes per pair per pyramid level, at most
@@ -64,6 +65,8 @@ class ExtractConfig(ConfigMixin):
             raise TVNetError(f"--format must be among {', '.join(FORMATS)}, got {', '.join(bad) or 'none'}")
         if self.h5_dtype not in H5_DTYPES:
             raise TVNetError(f"--h5-dtype must be one of {', '.join(H5_DTYPES)}, not {self.h5_dtype!r}")
+        if self.h5_compression not in H5_COMPRESSIONS:
+            raise TVNetError(f"--h5-compression must be one of {', '.join(H5_COMPRESSIONS)}, not {self.h5_compression!r}")
         positive = {"bound": self.bound, "step": self.step,
                     "decoders": self.decoders, "writers": self.writers}
         for opt in ("width", "height", "short_side", "scales", "warps", "iters", "torch_threads", "batch"):

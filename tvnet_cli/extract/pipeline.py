@@ -164,7 +164,7 @@ class _Runner:
                 continue
             try:
                 if kind == "h5":
-                    outs.append(H5Output(path, c.h5_dtype, c.bound))
+                    outs.append(H5Output(path, c.h5_dtype, c.bound, c.h5_compression))
                 else:
                     outs.append(DirOutput(path, c.formats, frames=c.frames, start_index=c.start_index,
                                           jpeg_quality=c.jpeg_quality))
@@ -271,7 +271,9 @@ class _Runner:
             meta = {"source": str(job.src), "fps": float(video.info.fps) if video.info else 0.0,
                     "frames": frames, "flows": flows, "step": self.config.step,
                     "start_index": self.config.start_index, "label": job.label,
-                    **self.model_meta}
+                    "class_name": job.class_name, **self.model_meta}
+            if video.info:  # (H, W) upright; H5Output adds output_size and resized
+                meta["source_size"] = [video.info.height, video.info.width]
             try:
                 for o in video.outputs:
                     o.finish(meta)

@@ -40,6 +40,7 @@ import math
 import os
 import re
 import stat
+import sys
 from fractions import Fraction
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
@@ -76,15 +77,23 @@ class VideoInfo:
 
 
 def output_size(width: int, height: int, out_width: int | None = None,
-                out_height: int | None = None, short_side: int | None = None) -> tuple[int, int]:
+                out_height: int | None = None, short_side: int | None = None,
+                notice: bool = True) -> tuple[int, int]:
     """Decoded (height, width) for a source of `width` x `height`.
 
     `out_width`/`out_height` fix a side (one alone keeps the aspect ratio); `short_side`
-    scales the shorter side to that length, keeping the aspect ratio. Sizes are >= 2.
+    scales the shorter side to that length, keeping the aspect ratio, but never up: a
+    source whose shorter side is already shorter keeps its size (upscaling adds no motion
+    detail, only cost), said once per source size on stderr when `notice`. Sizes are >= 2.
     """
     if short_side is not None and (out_width is not None or out_height is not None):
         raise TVNetError("give either --short-side or --width/--height, not both")
     if short_side is not None:
+        if short_side > min(width, height):
+            if notice:
+                _say_once(f"note: {width}x{height} video is smaller than --short-side {short_side}: "
+                          f"kept at {width}x{height} (no upscaling; --width/--height resize exactly)")
+            return height, width
         s = short_side / min(width, height)
         return max(2, round(height * s)), max(2, round(width * s))
     if out_width is not None and out_height is not None:
@@ -94,6 +103,16 @@ def output_size(width: int, height: int, out_width: int | None = None,
     if out_height is not None:
         return out_height, max(2, round(width * out_height / height))
     return height, width
+
+
+_SAID: set[str] = set()
+
+
+def _say_once(text: str) -> None:
+    """One line on stderr, once per process per text (a dataset of small videos says it once)."""
+    if text not in _SAID:
+        _SAID.add(text)
+        sys.stderr.write(text + "\n")
 
 
 def _file_kind(mode: int) -> str:
