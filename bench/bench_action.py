@@ -34,7 +34,7 @@ def child(overrides: dict, batch: int, steps: int, threads: int, size: int) -> d
     import torch
     import torch.nn.functional as F
 
-    from tvnet_cli.train_action import ActionTrainConfig, build_model, make_optimizer
+    from tvnet_cli.train.action import ActionTrainConfig, build_model, make_optimizer
 
     torch.set_num_threads(threads)
     torch.manual_seed(0)
@@ -64,7 +64,7 @@ def saved_bytes(overrides: dict, batch: int, threads: int, size: int) -> float:
     """GiB of tensors autograd keeps for the backward pass after one forward (no RSS noise)."""
     import torch
 
-    from tvnet_cli.train_action import ActionTrainConfig, build_model
+    from tvnet_cli.train.action import ActionTrainConfig, build_model
 
     torch.set_num_threads(threads)
     torch.manual_seed(0)

@@ -25,7 +25,7 @@ from data import DATA
 from tvnet_cli.io.datasets import find_pairs, load_pair
 from tvnet_cli.metrics import flow_errors
 from tvnet_cli.model import TVNet
-from tvnet_cli.train_flow import TrainFlowConfig, train_flow
+from tvnet_cli.train.flow import TrainFlowConfig, train_flow
 
 
 

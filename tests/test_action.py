@@ -19,7 +19,7 @@ from tvnet_cli.io.datasets_action import ClipDataset, batch_plan, parse_ucf101
 from tvnet_cli.io.video import read_frames, read_frames_at
 from tvnet_cli.model import TVNet
 from tvnet_cli.toy_actions import ToyConfig, make_toy_actions
-from tvnet_cli.train_action import (ActionTrainConfig, build_model, evaluate_action, load_checkpoint, load_split,
+from tvnet_cli.train.action import (ActionTrainConfig, build_model, evaluate_action, load_checkpoint, load_split,
                                     train_action)
 
 TOY = ToyConfig(size=(40, 40), frames=8, seed=0)
@@ -126,7 +126,7 @@ def test_resume_is_exact(toy, tmp_path):
     assert load_checkpoint(tmp_path / "resumed" / "checkpoint.pt")["step"] == 2
     with pytest.raises(TVNetError, match="pass --resume"):
         train_action(half)
-    with pytest.raises(TVNetError, match="other settings"):
+    with pytest.raises(TVNetError, match="different settings"):
         train_action(half.replace(steps=4, lr=0.1), resume=True)
     resumed = train_action(half.replace(steps=4), resume=True)
     assert resumed["loss"] == straight["loss"]

@@ -20,7 +20,7 @@ from tvnet_cli.errors import TVNetError
 from tvnet_cli.evaluate import pair_tensors
 from tvnet_cli.io.datasets import find_pairs, load_pair
 from tvnet_cli.model import TVNet, ops
-from tvnet_cli.train_flow import TrainFlowConfig, _crop_flip, checkpoint_path, train_flow
+from tvnet_cli.train.flow import TrainFlowConfig, _crop_flip, checkpoint_path, train_flow
 
 
 @pytest.fixture(scope="module")

@@ -1,5 +1,5 @@
 """`tvnet train-action`, `tvnet eval-action`, `tvnet make-toy-actions`: thin click wrappers
-around `tvnet_cli.train_action` and `tvnet_cli.toy_actions` (rich progress lives here)."""
+around `tvnet_cli.train.action` and `tvnet_cli.toy_actions` (rich progress lives here)."""
 
 from __future__ import annotations
 
@@ -85,8 +85,8 @@ def train_action(resume: bool, eval_only: bool, no_eval: bool, steps: int | None
     check_devices(kw["device"])
     from ..errors import TVNetError
     from ..runtime import DistEnv
-    from ..train_action import PAPER_SCHEDULE, ActionTrainConfig, evaluate_action
-    from ..train_action import train_action as run
+    from ..train.action import PAPER_SCHEDULE, ActionTrainConfig, evaluate_action
+    from ..train.action import train_action as run
 
     sched = PAPER_SCHEDULE.get(kw["dataset"], PAPER_SCHEDULE["ucf101"])
     if lr_steps is not None:
@@ -135,7 +135,7 @@ def eval_action(checkpoint: Path, root, annotations, test_list, segments: int, c
                 workers: int, threads: int | None) -> None:
     """TSN test protocol on a train-action checkpoint: top-1/top-5, mean class accuracy, confusion PNG."""
     check_devices(device)
-    from ..train_action import evaluate_action
+    from ..train.action import evaluate_action
 
     s = (lambda p: None if p is None else str(p))
     with _progress("test") as cb:

@@ -167,7 +167,7 @@ def train(dataset: Path | None, out: Path, videos: Path | None, layout: str | No
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-    from ..train_flow import TrainFlowConfig, train_flow
+    from ..train.flow import TrainFlowConfig, train_flow
 
     if (dataset is None) == (videos is None):
         raise click.UsageError("give either DATASET (supervised) or --unsupervised VIDEOS")

@@ -18,21 +18,26 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
 import torch
 
-from .checkpoint import load_dict, save_atomic
-from .config import ConfigMixin
-from .errors import TVNetError
-from .evaluate import evaluate_pairs, frame_tensor, pair_tensors
-from .io.datasets import FlowPair, find_pairs, load_pair
-from .model import TVNet
-from .model.tvnet import TRAINABLE_PARTS
-from .runtime import load_model, on_device, resolve_devices
+from ..config import ConfigMixin
+from ..errors import TVNetError
+from ..evaluate import evaluate_pairs, frame_tensor, pair_tensors
+from ..io.datasets import FlowPair, find_pairs, load_pair
+from ..model import TVNet
+from ..model.tvnet import TRAINABLE_PARTS
+from ..runtime import load_model
+from .chart import Panel, Series, line_chart, running_mean
+from .scaffold import check_resume, load_checkpoint, load_state, save_checkpoint, training_device
 
-CKPT_VERSION = 1
 TRAINABLE = ("all", *TRAINABLE_PARTS)  # or parts joined by "+", e.g. "filters+scalars"
 OPTIMIZERS = ("adam", "sgd")
+# config fields a --resume may change (scaffold's policy: all others must equal the checkpoint's);
+# data, layout, pairs, init, smooth_sigma, theta, train, optimizer and unsupervised must match
+RESUME_MAY_CHANGE = ("val_data", "val_layout", "val_pairs", "lr", "u0_lr", "scalar_lr", "u0_decay", "u0_smooth",
+                     "steps", "batch", "crop", "flip", "transpose", "scale", "video_frames", "video_size",
+                     "val_every", "keep_best", "eval_limit", "checkpoint_every", "seed", "threads", "device",
+                     "backend")
 
 
 @dataclass(frozen=True)
@@ -151,7 +156,7 @@ def spread(items: list, limit: int) -> list:
 
 def _video_pairs(cfg: TrainFlowConfig) -> list[tuple[torch.Tensor, torch.Tensor]]:
     """Consecutive frame pairs `(1, 3, H, W)` x 2 from every video under `cfg.data`."""
-    from .io.video import read_frames
+    from ..io.video import read_frames
 
     root = Path(cfg.data)
     if root.is_file():
@@ -248,13 +253,13 @@ class _Best:
 def _save_checkpoint(path: Path, cfg: TrainFlowConfig, model: TVNet, opt: torch.optim.Optimizer,
                      step: int, losses: list[float], val_curve: list, before: dict, gen: torch.Generator,
                      best: _Best | None) -> None:
-    state = {"version": CKPT_VERSION, "train_config": json.dumps(cfg.to_dict()), "step": step,
+    state = {"train_config": json.dumps(cfg.to_dict()), "step": step,
              "model": model.state_dict(), "model_config": model.config.to_dict(),
              "optimizer": opt.state_dict(), "losses": losses, "val_curve": val_curve,
              "before": json.dumps(before), "rng": gen.get_state()}
     if best is not None:
         state.update(best_step=best.step, best_epe=best.epe, best_model=best.state)
-    save_atomic(state, path)
+    save_checkpoint(path, state)
 
 
 def _with_scalars(model: TVNet, sd: dict) -> dict:
@@ -265,17 +270,9 @@ def _with_scalars(model: TVNet, sd: dict) -> dict:
 def _load_checkpoint(path: Path, cfg: TrainFlowConfig) -> dict:
     if not path.is_file():
         raise TVNetError(f"{path}: no checkpoint to resume from")
-    state = load_dict(path, "training checkpoint")
-    if state.get("version") != CKPT_VERSION:
-        raise TVNetError(f"{path}: not a training checkpoint of this tvnet version")
-    saved = json.loads(state["train_config"])
-    mine = cfg.to_dict()
-    keys = ("data", "layout", "pairs", "init", "smooth_sigma", "theta", "train", "optimizer", "unsupervised")
-    differs = [k for k in keys
-               if json.dumps(saved.get(k)) != json.dumps(mine.get(k))]
-    if differs:
-        raise TVNetError(f"{path}: checkpoint was made with different {', '.join(differs)}; "
-                         "start afresh without --resume or match the settings")
+    state = load_checkpoint(path, "training checkpoint",
+                            ("train_config", "step", "model", "optimizer", "losses", "val_curve", "before", "rng"))
+    check_resume(path, json.loads(state["train_config"]), cfg.to_dict(), RESUME_MAY_CHANGE)
     return state
 
 
@@ -283,8 +280,7 @@ def train_flow(cfg: TrainFlowConfig, out: str | Path, *, resume: bool = False,
                progress: ProgressFn | None = None) -> TrainResult:
     """Train a TVNet as `cfg` says and save it to `out` (see module docstring), on
     `cfg.device` with `cfg.threads` torch threads (both restored afterwards)."""
-    device = resolve_devices(cfg.device)[0]
-    with on_device(device, cfg.threads):
+    with training_device(cfg.device, cfg.threads) as device:
         return _train(cfg, Path(out), device, resume, progress)
 
 
@@ -313,7 +309,7 @@ def _train(cfg: TrainFlowConfig, out: Path, device: torch.device, resume: bool,
     ckpt = checkpoint_path(out)
     if resume:
         state = _load_checkpoint(ckpt, cfg)
-        model.load_state_dict(_with_scalars(model, state["model"]), strict=True)
+        load_state(model, _with_scalars(model, state["model"]), ckpt)
         opt.load_state_dict(state["optimizer"])
         gen.set_state(state["rng"])
         start, losses, val_curve = state["step"], list(state["losses"]), [tuple(v) for v in state["val_curve"]]
@@ -386,45 +382,9 @@ def _strip(m: dict | None) -> dict | None:
             "per_pair_epe": {k: v["epe"] for k, v in m.get("per_pair", {}).items()}}
 
 
-# -- loss curve --------------------------------------------------------------------------------
-def draw_loss_curve(path: Path, losses: list[float], val_curve: list[tuple[int, float]],
-                    label: str = "loss", size: tuple[int, int] = (640, 360)) -> None:
+def draw_loss_curve(path: Path, losses: list[float], val_curve: list[tuple[int, float]], label: str = "loss") -> None:
     """Training loss (grey: per step, blue: running mean) and validation EPE (red dots) as PNG."""
-    from PIL import Image, ImageDraw
-
-    w, h = size
-    left, right, top, bottom = 60, 20, 30, 40
-    img = Image.new("RGB", size, "white")
-    draw = ImageDraw.Draw(img)
-    values = list(losses) + [v for _, v in val_curve]
-    n = max(len(losses), max((s for s, _ in val_curve), default=0), 1)
-    lo, hi = (min(values), max(values)) if values else (0.0, 1.0)
-    if hi - lo < 1e-9:
-        lo, hi = lo - 0.5, hi + 0.5
-    lo = min(lo, 0.0) if lo >= 0 else lo
-
-    def xy(step: float, v: float) -> tuple[float, float]:
-        return (left + (w - left - right) * step / n, top + (h - top - bottom) * (1 - (v - lo) / (hi - lo)))
-
-    draw.rectangle([left, top, w - right, h - bottom], outline="black")
-    for k in range(5):
-        v = lo + (hi - lo) * k / 4
-        y = xy(0, v)[1]
-        draw.line([left - 4, y, left, y], fill="black")
-        draw.text((4, y - 6), f"{v:.3g}", fill="black")
-    for k in range(5):
-        s = n * k / 4
-        x = xy(s, lo)[0]
-        draw.line([x, h - bottom, x, h - bottom + 4], fill="black")
-        draw.text((x - 10, h - bottom + 8), f"{int(s)}", fill="black")
-    if len(losses) > 1:
-        draw.line([xy(i + 1, v) for i, v in enumerate(losses)], fill=(180, 180, 180))
-        k = max(1, len(losses) // 50)
-        smooth = np.convolve(losses, np.ones(k) / k, mode="valid")
-        draw.line([xy(i + k, v) for i, v in enumerate(smooth)], fill=(30, 90, 200), width=2)
-    for s, v in val_curve:
-        x, y = xy(s, v)
-        draw.ellipse([x - 3, y - 3, x + 3, y + 3], fill=(210, 40, 40))
-    draw.text((left, 8), f"{label} (blue), validation EPE (red) vs step", fill="black")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    img.save(path)
+    series = [Series(range(1, len(losses) + 1), losses, (180, 180, 180))] if len(losses) > 1 else []
+    series += [running_mean(losses)] if len(losses) > 1 else []
+    series.append(Series([v[0] for v in val_curve], [v[1] for v in val_curve], (210, 40, 40), "dots"))
+    line_chart(path, [Panel(f"{label} (blue), validation EPE (red) vs step", tuple(series))])

@@ -11,7 +11,6 @@ Runs under `torchrun` use DistributedDataParallel (one process per GPU).
 
 from __future__ import annotations
 
-import csv
 import json
 import math
 import time
@@ -24,16 +23,18 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .checkpoint import load_dict, save_atomic
-from .config import ConfigMixin
-from .classifier import ActionModel, ClassifierConfig
-from .errors import TVNetError
-from .io.datasets_action import (ClipDataset, ClipSpec, VideoItem, batch_plan, check_videos,
-                                 parse_hmdb51, parse_list, parse_ucf101)
-from .runtime import DistEnv, load_model, on_device, resolve_devices
+from ..classifier import ActionModel, ClassifierConfig
+from ..config import ConfigMixin
+from ..errors import TVNetError
+from ..io.datasets_action import (ClipDataset, ClipSpec, VideoItem, batch_plan, check_videos,
+                                  parse_hmdb51, parse_list, parse_ucf101)
+from ..runtime import DistEnv, load_model, on_device, resolve_devices
+from .chart import Panel, Series, confusion_chart, line_chart
+from .scaffold import CsvLog, check_resume, load_state, save_checkpoint, training_device
+from .scaffold import load_checkpoint as _load_checkpoint
 
-CHECKPOINT_VERSION = 1
-# settings that may differ on --resume without changing the training trajectory
+# config fields a --resume may change (scaffold's policy: all others must equal the checkpoint's):
+# those that leave the training trajectory unchanged
 RESUME_MAY_CHANGE = ("steps", "out", "root", "annotations", "workers", "cache_videos", "checkpoint_every",
                      "log_every", "device", "threads", "test_segments", "test_crops", "eval_batch")
 Progress = Callable[[int, int, dict], None]  # (done, total, metrics)
@@ -188,27 +189,17 @@ def lr_at(config: ActionTrainConfig, step: int) -> float:
 
 
 # -- checkpoints --------------------------------------------------------------------------------
-def save_checkpoint(path: Path, model: ActionModel, optimizer, scaler, step: int,
-                    config: ActionTrainConfig, classes: tuple[str, ...]) -> None:
-    """Atomic write of the full training state."""
-    ckpt = {"version": CHECKPOINT_VERSION, "config": config.to_dict(), "classes": list(classes),
-            "step": step, "state_dict": model.state_dict(), "optimizer": optimizer.state_dict(),
-            "scaler": scaler.state_dict() if scaler is not None else None}
-    save_atomic(ckpt, path)
+def _save(path: Path, model: ActionModel, optimizer, scaler, step: int,
+          config: ActionTrainConfig, classes: tuple[str, ...]) -> None:
+    """The full training state (scaffold.save_checkpoint adds the version, writes atomically)."""
+    save_checkpoint(path, {"config": config.to_dict(), "classes": list(classes), "step": step,
+                           "state_dict": model.state_dict(), "optimizer": optimizer.state_dict(),
+                           "scaler": scaler.state_dict() if scaler is not None else None})
 
 
-def load_checkpoint(path: Path) -> dict:
+def load_checkpoint(path: str | Path) -> dict:
     """Read a checkpoint and check its keys (the state itself is loaded strictly later)."""
-    path = Path(path)
-    if not path.is_file():
-        raise TVNetError(f"{path}: checkpoint not found")
-    ckpt = load_dict(path, "action checkpoint")
-    need = {"version", "config", "classes", "state_dict", "step"}
-    if not need <= set(ckpt):
-        raise TVNetError(f"{path}: not an action checkpoint (missing {sorted(need - set(ckpt))})")
-    if ckpt["version"] > CHECKPOINT_VERSION:
-        raise TVNetError(f"{path}: checkpoint version {ckpt['version']} is newer than this tvnet")
-    return ckpt
+    return _load_checkpoint(Path(path), "action checkpoint", ("config", "classes", "state_dict", "step"))
 
 
 def model_from_checkpoint(path: Path) -> tuple[ActionModel, ActionTrainConfig, tuple[str, ...], dict]:
@@ -217,83 +208,23 @@ def model_from_checkpoint(path: Path) -> tuple[ActionModel, ActionTrainConfig, t
     classes = tuple(ckpt["classes"])
     # the stored state holds TVNet's trained weights; build from its config, not a file
     model = build_model(config.replace(weights=None), len(classes))
-    try:
-        model.load_state_dict(ckpt["state_dict"], strict=True)
-    except RuntimeError as e:
-        raise TVNetError(f"{path}: checkpoint does not match the model: {str(e).splitlines()[0]}") from None
+    load_state(model, ckpt["state_dict"], path)
     return model, config, classes, ckpt
 
 
-# -- logging and plots -------------------------------------------------------------------------
+# -- log and chart ------------------------------------------------------------------------------
 LOG_FIELDS = ("step", "lr", "loss", "loss_c", "loss_f", "acc", "sec_per_step")
 
 
-def _read_log(path: Path, upto: int) -> list[dict]:
-    if not path.is_file():
-        return []
-    with path.open(newline="") as f:
-        return [r for r in csv.DictReader(f) if int(r["step"]) <= upto]
-
-
-def _write_log(path: Path, rows: list[dict]) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    with tmp.open("w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=LOG_FIELDS)
-        w.writeheader()
-        w.writerows(rows)
-    tmp.replace(path)
-
-
 def plot_curves(rows: list[dict], path: Path) -> None:
-    """Training curve PNG (Pillow): loss (total, L_c) and batch accuracy against step."""
-    from PIL import Image, ImageDraw
-
-    img = Image.new("RGB", (800, 360), "white")
-    d = ImageDraw.Draw(img)
+    """Training curve PNG: loss (total, L_c) and batch accuracy against step, from log rows."""
     steps = [float(r["step"]) for r in rows]
-    panels = [("loss", [("loss", (200, 30, 30)), ("loss_c", (30, 30, 200))], (10, 10, 395, 350)),
-              ("accuracy", [("acc", (20, 140, 20))], (405, 10, 790, 350))]
-    for title, series, (x0, y0, x1, y1) in panels:
-        d.rectangle((x0, y0, x1, y1), outline="black")
-        d.text((x0 + 6, y0 + 4), title + "  " + ", ".join(k for k, _ in series), fill="black")
-        vals = [float(r[k]) for k, _ in series for r in rows if r.get(k) not in (None, "")]
-        if not steps or not vals:
-            continue
-        lo, hi = (0.0, 1.0) if title == "accuracy" else (min(vals), max(vals))
-        hi = hi if hi > lo else lo + 1.0
-        s0, s1 = min(steps), max(steps) if max(steps) > min(steps) else min(steps) + 1
-        d.text((x0 + 6, y0 + 18), f"{hi:.3g}", fill="gray")
-        d.text((x0 + 6, y1 - 14), f"{lo:.3g}   steps {int(s0)}..{int(s1)}", fill="gray")
-        for key, color in series:
-            pts = [(x0 + 8 + (x1 - x0 - 16) * (s - s0) / (s1 - s0),
-                    y1 - 8 - (y1 - y0 - 40) * (float(r[key]) - lo) / (hi - lo))
-                   for s, r in zip(steps, rows)]
-            if len(pts) > 1:
-                d.line(pts, fill=color, width=2)
-            else:
-                d.ellipse((pts[0][0] - 2, pts[0][1] - 2, pts[0][0] + 2, pts[0][1] + 2), fill=color)
-    img.save(path)
 
+    def series(key: str, colour: tuple[int, int, int]) -> Series:
+        return Series(steps, [float(r[key]) for r in rows], colour, "thick")
 
-def plot_confusion(matrix: np.ndarray, classes: tuple[str, ...], path: Path) -> None:
-    """Row-normalised confusion matrix PNG (rows = true class, columns = predicted)."""
-    from PIL import Image, ImageDraw
-
-    n = len(classes)
-    cell = max(4, min(40, 800 // max(n, 1)))
-    label_w = 120 if n <= 40 else 0
-    img = Image.new("RGB", (label_w + n * cell + 10, label_w // 4 + n * cell + 10), "white")
-    d = ImageDraw.Draw(img)
-    rows = matrix / np.maximum(matrix.sum(axis=1, keepdims=True), 1)
-    top = label_w // 4
-    for i in range(n):
-        if label_w:
-            d.text((2, top + i * cell + cell // 2 - 5), classes[i][:18], fill="black")
-        for j in range(n):
-            v = int(255 * (1 - rows[i, j]))
-            x, y = label_w + j * cell, top + i * cell
-            d.rectangle((x, y, x + cell - 1, y + cell - 1), fill=(v, v, 255))
-    img.save(path)
+    line_chart(path, [Panel("loss (red), L_c (blue)", (series("loss", (200, 30, 30)), series("loss_c", (30, 30, 200)))),
+                      Panel("batch accuracy", (series("acc", (20, 140, 20)),), (0.0, 1.0))], (400, 360))
 
 
 # -- training ------------------------------------------------------------------------------------
@@ -303,15 +234,9 @@ def train_action(config: ActionTrainConfig, progress: Progress | None = None, re
     `tvnet.pt` (the trained TVNet alone, for `tvnet extract --weights`), `train.json`.
     Under torchrun: one DDP process per device (nccl on CUDA, gloo on the CPU)."""
     env = DistEnv.from_env()
-    device = resolve_devices(config.device, None, env)[0]
     if config.batch % env.world_size:
         raise TVNetError(f"batch {config.batch} is not divisible by {env.world_size} processes")
-    with on_device(device, config.threads):  # bound before NCCL makes its communicator
-        if env.distributed:
-            import torch.distributed as dist
-
-            if not dist.is_initialized():
-                dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    with training_device(config.device, config.threads, env) as device:
         return _train(config, device, env, progress, resume)
 
 
@@ -330,13 +255,9 @@ def _train(config: ActionTrainConfig, device: torch.device, env: DistEnv, progre
     start = 0
     if resume and ckpt_path.is_file():
         ckpt = load_checkpoint(ckpt_path)
-        saved = ActionTrainConfig.from_dict(dict(ckpt["config"])).replace(
-            **{k: getattr(config, k) for k in RESUME_MAY_CHANGE})
-        if saved != config:
-            diff = sorted(k for k, v in saved.to_dict().items() if v != getattr(config, k))
-            raise TVNetError(f"{ckpt_path}: checkpoint was trained with other settings ({', '.join(diff)}); "
-                             "use another --out")
-        model.load_state_dict(ckpt["state_dict"], strict=True)
+        saved = ActionTrainConfig.from_dict(dict(ckpt["config"]))  # fields added since: defaults
+        check_resume(ckpt_path, saved.to_dict(), config.to_dict(), RESUME_MAY_CHANGE)
+        load_state(model, ckpt["state_dict"], ckpt_path)
         optimizer.load_state_dict(ckpt["optimizer"])
         if scaler is not None and ckpt.get("scaler"):
             scaler.load_state_dict(ckpt["scaler"])
@@ -353,7 +274,8 @@ def _train(config: ActionTrainConfig, device: torch.device, env: DistEnv, progre
         dataset, batch_sampler=_Plans(len(train_items), config, start, rank, world),
         num_workers=config.workers, pin_memory=device.type == "cuda",
         persistent_workers=False)
-    rows = _read_log(out / "log.csv", start) if rank == 0 else []
+    log = CsvLog(out / "log.csv", LOG_FIELDS)
+    rows = log.read(start) if rank == 0 else []
     window: list[tuple[float, float, float, float]] = []
     last = {"loss": float("nan"), "acc": float("nan")}
     model.train()
@@ -397,11 +319,11 @@ def _train(config: ActionTrainConfig, device: torch.device, env: DistEnv, progre
             window, t0 = [], now
             if rank == 0:
                 rows.append({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in row.items()})
-                _write_log(out / "log.csv", rows)
+                log.write(rows)
             if progress:
                 progress(done, config.steps, row)
         if rank == 0 and (done % config.checkpoint_every == 0 or done == config.steps):
-            save_checkpoint(ckpt_path, model, optimizer, scaler, done, config, classes)
+            _save(ckpt_path, model, optimizer, scaler, done, config, classes)
     if rank == 0:
         model.tvnet.save(out / "tvnet.pt", meta={"trained_with": "tvnet train-action", "dataset": config.dataset,
                                                   "split": config.split, "steps": config.steps})
@@ -487,7 +409,7 @@ def evaluate_action(checkpoint: str | Path, root: str | None = None, annotations
                              crops or config.test_crops, config.eval_batch, dev, workers, progress)
     out = Path(out) if out is not None else Path(checkpoint).parent
     out.mkdir(parents=True, exist_ok=True)
-    plot_confusion(res["confusion"], classes, out / "confusion.png")
+    confusion_chart(res["confusion"], classes, out / "confusion.png")
     summary = {k: v for k, v in res.items() if k not in ("confusion", "predictions")}
     summary.update(segments=segments or config.test_segments, crops=crops or config.test_crops,
                    checkpoint=str(checkpoint), classes=list(classes), confusion=res["confusion"].tolist())
