@@ -12,11 +12,11 @@ import click
 
 from .common import OptionError, backend_option, check_devices
 
-FORMAT_CHOICES = ("jpeg", "h5", "flo", "npy")
-
-
 def _formats(ctx: click.Context, param: click.Parameter, value: tuple[str, ...]) -> tuple[str, ...]:
-    """`--format jpeg --format h5` or `--format jpeg,h5`."""
+    """`--format jpeg --format h5` or `--format jpeg,h5`; the choices are `io.formats.FORMATS`
+    (imported here, not with the CLI: it brings numpy)."""
+    from ..io.formats import FORMATS as FORMAT_CHOICES
+
     out = []
     for v in value or ("jpeg",):
         for f in v.split(","):

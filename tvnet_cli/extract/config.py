@@ -11,9 +11,9 @@ from typing import Any
 
 from ..config import ConfigMixin
 from ..errors import TVNetError
+from ..io.formats import FORMATS  # the one registry of output formats
 from ..io.writers import H5_COMPRESSIONS, H5_DTYPES
 
-FORMATS = ("jpeg", "h5", "flo", "npy")
 MAX_SIDE = 16384  # longest frame side extract resizes to (FFmpeg's scaler and memory draw the line)
 
 Progress = Callable[[str, Any], None]

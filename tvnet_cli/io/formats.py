@@ -156,7 +156,7 @@ def _h5_count(path: Path) -> int:
         return int(ds.shape[0])
 
 
-def _h5_attrs(path: Path) -> dict[str, Any]:
+def h5_attrs(path: Path) -> dict[str, Any]:
     """File attributes overlaid with the `flow` dataset's (JSON strings decoded)."""
     f, ds = _h5_open(path)
     with f:
@@ -252,7 +252,7 @@ def info_of(path: str | Path, fmt: str | None = None, bound: float | None = None
     f = detect(path, fmt)
     meta: dict[str, Any] = {}
     if f.name == "h5":
-        meta.update(_h5_attrs(path))
+        meta.update(h5_attrs(path))
     found = find_record(path)
     if found is not None:
         root, rec = found
