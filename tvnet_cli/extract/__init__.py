@@ -44,6 +44,7 @@ def extract(inputs: Sequence[str | Path], config: ExtractConfig,
     result.
     """
     t0 = time.perf_counter()
+    wanted = progress is not None  # without a listener no header is read for the field total
     progress = progress or (lambda kind, value: None)
     check_output(config.out)
     with lock_output(config.out, config.rank, config.world_size):
@@ -71,7 +72,7 @@ def extract(inputs: Sequence[str | Path], config: ExtractConfig,
             progress("video", r)
         if todo:
             build_model(config)  # fail early (bad preset / weights) before any process starts
-            fields = FieldTotal(todo, config.step, progress)  # "total" in flow fields
+            fields = FieldTotal(todo if wanted else [], config.step, progress)  # "total" in flow fields
             try:
                 if len(config.devices) > 1:
                     results += _run_spawned(todo, config, fields)
