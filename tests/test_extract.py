@@ -186,9 +186,12 @@ def test_two_cpu_workers_processes(tmp_path):
         write_clip(tmp_path / "in" / f"v{i}.avi", 3)
     cfg = ExtractConfig(out=tmp_path / "o", devices=("cpu", "cpu"), frames=False, **FAST)
     events = []
-    s = extract([tmp_path / "in"], cfg, lambda k, v: events.append(k))
+    s = extract([tmp_path / "in"], cfg, lambda k, v: events.append((k, v)))
     assert (s.done, s.failed, s.flows) == (4, 0, 8)
-    assert events.count("video") == 4 and "flows" in events
+    kinds = [k for k, v in events]
+    assert kinds.count("video") == 4 and "flows" in kinds  # merged from both workers
+    assert sum(v for k, v in events if k == "flows") == 8 == [v for k, v in events if k == "total"][-1]
+    assert sorted(v for k, v in events if k == "start") == ["v0", "v1", "v2", "v3"]
     assert len((tmp_path / "o" / "ann_flow.txt").read_text().splitlines()) == 4
 
 
@@ -243,6 +246,7 @@ def test_short_side_resize_and_progress_events(tmp_path):
     cfg = ExtractConfig(out=tmp_path / "o", formats=("npy",), short_side=24, iters=3, torch_threads=1)
     s = extract([clip], cfg, lambda kind, value: events.append((kind, value)))
     assert np.load(tmp_path / "o" / "c" / "flow_00001.npy").shape == (2, 24, 32)
-    assert events[0] == ("total", 1)
+    assert events[0] == ("videos", 1)
+    assert [v for k, v in events if k == "total"][-1] == 2 and ("start", "c") in events
     assert sum(v for k, v in events if k == "flows") == 2
     assert [v.status for k, v in events if k == "video"] == ["done"] and s.done == 1

@@ -263,8 +263,8 @@ def test_foreign_h5_under_a_final_name(tmp_path):
     path = tmp_path / "a.h5"
     with h5py.File(path, "w") as f:
         f.create_group("flow")
-    with pytest.raises(TVNetError, match=r"a.h5: not a tvnet HDF5 output \(no 4-d dataset 'flow'\)"):
+    with pytest.raises(TVNetError, match=r"a.h5: no dataset 'flow' in the HDF5 file \(it is a group\); remove it or use --overwrite"):
         h5_counts(path)
     path.write_bytes(b"not hdf5 at all")
-    with pytest.raises(TVNetError, match=r"a.h5: cannot read HDF5 output \("):
+    with pytest.raises(TVNetError, match=r"a.h5: cannot open HDF5 file \(.*\); remove it or use --overwrite"):
         h5_counts(path)

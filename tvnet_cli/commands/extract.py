@@ -12,11 +12,11 @@ import click
 
 from .common import OptionError, backend_option, check_devices
 
-FORMAT_CHOICES = ("jpeg", "h5", "flo", "npy")
-
-
 def _formats(ctx: click.Context, param: click.Parameter, value: tuple[str, ...]) -> tuple[str, ...]:
-    """`--format jpeg --format h5` or `--format jpeg,h5`."""
+    """`--format jpeg --format h5` or `--format jpeg,h5`; the choices are `io.formats.FORMATS`
+    (imported here, not with the CLI: it brings numpy)."""
+    from ..io.formats import FORMATS as FORMAT_CHOICES
+
     out = []
     for v in value or ("jpeg",):
         for f in v.split(","):
@@ -140,36 +140,61 @@ def extract(inputs: tuple[str, ...], out: Path, formats: tuple[str, ...], preset
 
 
 def _run_with_progress(inputs, config, run_extract):
-    """Run with one rich bar over all videos (flows/s, ETA), then print a summary table."""
+    """Run with one rich bar over the flow fields (fields/s, ETA, the videos being decoded),
+    then print a summary table and where the outputs went."""
+    import threading
     import time
 
     from rich.console import Console
     from rich.markup import escape
     from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
                                TimeElapsedColumn, TimeRemainingColumn)
-    from rich.table import Table
 
     console = Console(stderr=True)
-    state = {"flows": 0, "t0": time.perf_counter()}
+    lock = threading.Lock()  # events come from decoder, writer and main threads
+    state = {"flows": 0, "t0": time.perf_counter(), "videos": 0, "ended": 0, "now": {}}
     with Progress(TextColumn("[bold]extract"), BarColumn(), MofNCompleteColumn(),
-                  TextColumn("videos  {task.fields[rate]:>8} flows/s"), TimeElapsedColumn(),
-                  TextColumn("ETA"), TimeRemainingColumn(), console=console) as bar:
-        task = bar.add_task("extract", total=None, rate="-")
+                  TextColumn("fields {task.fields[rate]:>7}/s"), TimeElapsedColumn(),
+                  TextColumn("ETA"), TimeRemainingColumn(), TextColumn("{task.fields[videos]}"),
+                  console=console) as bar:
+        task = bar.add_task("extract", total=None, rate="-", videos="")
+
+        def show_videos() -> None:
+            now = ", ".join(state["now"])  # in the order they started
+            if len(now) > 48:
+                now = now[:47] + "…"
+            bar.update(task, videos=escape(f"videos {state['ended']}/{state['videos']}  {now}".rstrip()))
 
         def progress(kind: str, value) -> None:
-            if kind == "total":
-                bar.update(task, total=value)
-            elif kind == "flows":
-                state["flows"] += value
-                dt = time.perf_counter() - state["t0"]
-                bar.update(task, rate=f"{state['flows'] / dt:.1f}" if dt > 0 else "-")
-            elif kind == "video":
-                if value.status == "failed":
-                    bar.console.print(f"[red]failed[/red] {escape(value.message)}", highlight=False,
-                                      soft_wrap=True)  # one line per video, never wrapped
-                bar.advance(task)
+            with lock:
+                if kind == "videos":
+                    state["videos"] = value
+                    show_videos()
+                elif kind == "total":
+                    bar.update(task, total=value)
+                elif kind == "start":
+                    state["now"][value] = None
+                    show_videos()
+                elif kind == "flows":
+                    state["flows"] += value
+                    dt = time.perf_counter() - state["t0"]
+                    bar.update(task, advance=value, rate=f"{state['flows'] / dt:.1f}" if dt > 0 else "-")
+                elif kind == "video":
+                    if value.status == "failed":
+                        bar.console.print(f"[red]failed[/red] {escape(value.message)}", highlight=False,
+                                          soft_wrap=True)  # one line per video, never wrapped
+                    state["ended"] += 1
+                    state["now"].pop(value.rel, None)
+                    show_videos()
 
         summary = run_extract(inputs, config, progress)
+    _print_summary(console, config, summary)
+    return summary
+
+
+def _print_summary(console, config, summary) -> None:
+    """Counts, then where everything went: OUT, the lists, the run record, the failure list."""
+    from rich.table import Table
 
     table = Table(title=f"tvnet extract -> {config.out}")
     for col in ("done", "skipped", "failed", "frames", "flow fields", "flows/s", "seconds"):
@@ -177,7 +202,17 @@ def _run_with_progress(inputs, config, run_extract):
     table.add_row(str(summary.done), str(summary.skipped), str(summary.failed), str(summary.frames),
                   str(summary.flows), f"{summary.flows_per_s:.1f}", f"{summary.seconds:.1f}")
     console.print(table)
-    if summary.failed:
-        console.print(f"{summary.failed} video(s) failed; list in {config.out / 'failures.txt'}",
-                      highlight=False, soft_wrap=True)
-    return summary
+    from ..io.formats import RECORD, REGISTRY
+
+    lines = [("outputs", f"{config.out}/  " + "; ".join(REGISTRY[f].layout for f in config.formats))]
+    names = [p.name for p in summary.lists]
+    lists = [n for n in names if n.startswith("ann_")]
+    if lists:
+        lines.append(("lists", ", ".join(lists)))
+    if RECORD in names:
+        lines.append(("run record", RECORD))
+    for n in names:
+        if n.startswith("failures"):
+            lines.append(("failures", f"{summary.failed} video(s), listed in {n}"))
+    for key, text in lines:
+        console.print(f"{key:>10}  {text}", highlight=False, soft_wrap=True, markup=False)

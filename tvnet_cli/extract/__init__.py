@@ -7,7 +7,8 @@ videos sharded; under torchrun (RANK/WORLD_SIZE) each process takes its own shar
 
 Modules: `config` (settings and results), `jobs` (inputs, labels, shards, devices, resume
 checks), `pipeline` (decode -> TVNet -> write on one device; worker processes; the
-pipeline diagram), `lists` (output folder check, annotation and failure lists).
+pipeline diagram), `progress` (the expected number of flow fields), `lists` (output folder
+check, annotation and failure lists).
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from .jobs import (_complete_counts, assign_labels, check_job, clean_stale_outpu
 from .lists import check_output, write_lists
 from .lock import OutputBusy, lock_output
 from .pipeline import _Runner, _run_spawned, build_model
+from .progress import FieldTotal
 from ..io.formats import write_run_record
 
 __all__ = [
@@ -42,12 +44,13 @@ def extract(inputs: Sequence[str | Path], config: ExtractConfig,
     result.
     """
     t0 = time.perf_counter()
+    wanted = progress is not None  # without a listener no header is read for the field total
     progress = progress or (lambda kind, value: None)
     check_output(config.out)
     with lock_output(config.out, config.rank, config.world_size):
         jobs, failures = plan(inputs, config)
         clean_stale_outputs(jobs, config)
-        progress("total", len(jobs) + len(failures))
+        progress("videos", len(jobs) + len(failures))
         results: list[VideoResult] = []
         for r in failures:
             results.append(r)
@@ -69,10 +72,16 @@ def extract(inputs: Sequence[str | Path], config: ExtractConfig,
             progress("video", r)
         if todo:
             build_model(config)  # fail early (bad preset / weights) before any process starts
-            if len(config.devices) > 1:
-                results += _run_spawned(todo, config, progress)
-            else:
-                results += _Runner(todo, config, config.devices[0], progress).run()
+            fields = FieldTotal(todo if wanted else [], config.step, progress)  # "total" in flow fields
+            try:
+                if len(config.devices) > 1:
+                    results += _run_spawned(todo, config, fields)
+                else:
+                    results += _Runner(todo, config, config.devices[0], fields).run()
+            finally:
+                fields.close()
+        else:
+            progress("total", 0)
         summary = ExtractSummary(results=results, seconds=time.perf_counter() - t0)
         summary.lists = write_lists(results, config)
         summary.lists += write_run_record(config, results)  # OUT/tvnet.json (io.formats)

@@ -11,13 +11,19 @@ from typing import Any
 
 from ..config import ConfigMixin
 from ..errors import TVNetError
+from ..io.formats import FORMATS  # the one registry of output formats
 from ..io.writers import H5_COMPRESSIONS, H5_DTYPES
 
-FORMATS = ("jpeg", "h5", "flo", "npy")
 MAX_SIDE = 16384  # longest frame side extract resizes to (FFmpeg's scaler and memory draw the line)
 
 Progress = Callable[[str, Any], None]
-"""progress(kind, value): ("total", n_videos), ("flows", n_new_fields), ("video", VideoResult)."""
+"""progress(kind, value), called from any thread of the calling process (worker processes'
+events are forwarded): ("videos", n) videos of this run, once; ("total", n) flow fields the run
+is expected to compute, from the videos' headers as they are read and again whenever a video
+ends with another count (a failed one: 0); ("start", rel) a video's decoding begins;
+("flows", n) n more fields computed (negative: those of a video that failed, taken back);
+("video", VideoResult) a video ended (done, skipped or failed). The "flows" of a run add up
+to its last "total" and to the fields written (`ExtractSummary.flows`)."""
 
 
 @dataclass(frozen=True)

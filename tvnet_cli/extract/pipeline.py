@@ -52,6 +52,7 @@ class _Video:
         self.lock = threading.Lock()
         self.pending = 0  # frames and pairs handed on but not yet written
         self.decoded: int | None = None  # frames, once decoding ended
+        self.computed = 0  # flow fields computed (reported as "flows"), main thread only
         self.info = None
         self.error = ""
         self.closed = False
@@ -218,6 +219,7 @@ class _Runner:
                 video.outputs = self._make_outputs(job)
             except OSError as e:
                 raise TVNetError(f"{job.src}: cannot write output ({e.strerror or e}: {e.filename})") from None
+            self.progress("start", str(job.rel))
             outputs = video.outputs
             frames = iter_frames(job.src, size, autorotate=c.autorotate)
             for frame in frames:
@@ -282,6 +284,8 @@ class _Runner:
         if video.failed:
             for o in video.outputs:
                 o.abort()
+            if video.computed:  # its fields were counted as they came: take them back
+                self.progress("flows", -video.computed)
             self._record(VideoResult(str(job.src), str(job.rel), "failed", frames, 0, job.label, video.error))
         else:
             self._record(VideoResult(str(job.src), str(job.rel), "done", frames, flows, job.label))
@@ -350,6 +354,7 @@ class _Runner:
         for i, p in enumerate(live):
             fields = {k: v[i] for k, v in rep.items()}  # (2, H, W) each
             p.video.add_pending()
+            p.video.computed += 1
             self._submit(p.video, lambda p=p, fields=fields: [o.write_flow(p.index, fields)
                                                             for o in p.video.outputs])
             p.video.task_done(self._close)  # the pair itself (its write is counted by _submit)

@@ -77,6 +77,7 @@ class Format:
     matches: Callable[[Path], bool]  # a file or folder of this format
     count: Callable[[Path], int]  # fields present
     fields: Callable[[Path, float], Iterator[Field]]  # path, bound -> fields in order
+    layout: str = ""  # what extract writes per video, relative to OUT
 
 
 # -- per-format readers ---------------------------------------------------------------------
@@ -156,7 +157,7 @@ def _h5_count(path: Path) -> int:
         return int(ds.shape[0])
 
 
-def _h5_attrs(path: Path) -> dict[str, Any]:
+def h5_attrs(path: Path) -> dict[str, Any]:
     """File attributes overlaid with the `flow` dataset's (JSON strings decoded)."""
     f, ds = _h5_open(path)
     with f:
@@ -189,12 +190,13 @@ def _dir_count(pattern: re.Pattern) -> Callable[[Path], int]:
 
 REGISTRY: dict[str, Format] = {
     "jpeg": Format("jpeg", "dir", "the quantisation bound (tvnet.json, or bound=; default 20 px); Pillow",
-                   lambda p: _is_dir_of(_FLOW_X)(p) or _is_file(_FLOW_X)(p), _dir_count(_FLOW_X), _jpeg_fields),
-    "h5": Format("h5", "file", "h5py", _is_file((".h5", ".hdf5")), _h5_count, _h5_fields),
+                   lambda p: _is_dir_of(_FLOW_X)(p) or _is_file(_FLOW_X)(p), _dir_count(_FLOW_X), _jpeg_fields,
+                   "<video>/flow_x_*.jpg, flow_y_*.jpg (+ img_*.jpg)"),
+    "h5": Format("h5", "file", "h5py", _is_file((".h5", ".hdf5")), _h5_count, _h5_fields, "<video>.h5"),
     "flo": Format("flo", "dir", "nothing", lambda p: _is_dir_of(_FLOW_N["flo"])(p) or _is_file((".flo",))(p),
-                  _dir_count(_FLOW_N["flo"]), _flo_fields),
+                  _dir_count(_FLOW_N["flo"]), _flo_fields, "<video>/flow_*.flo"),
     "npy": Format("npy", "dir", "nothing", lambda p: _is_dir_of(_FLOW_N["npy"])(p) or _is_file((".npy",))(p),
-                  _dir_count(_FLOW_N["npy"]), _npy_fields),
+                  _dir_count(_FLOW_N["npy"]), _npy_fields, "<video>/flow_*.npy"),
 }
 FORMATS = tuple(REGISTRY)  # the formats `tvnet extract` writes
 DIR_FORMATS = tuple(n for n, f in REGISTRY.items() if f.kind == "dir")
@@ -252,7 +254,7 @@ def info_of(path: str | Path, fmt: str | None = None, bound: float | None = None
     f = detect(path, fmt)
     meta: dict[str, Any] = {}
     if f.name == "h5":
-        meta.update(_h5_attrs(path))
+        meta.update(h5_attrs(path))
     found = find_record(path)
     if found is not None:
         root, rec = found

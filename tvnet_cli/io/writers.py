@@ -46,8 +46,7 @@ import numpy as np
 
 from ..errors import TVNetError
 from .flowio import flo_bytes
-
-DIR_FORMATS = ("jpeg", "flo", "npy")
+from .formats import DIR_FORMATS, REGISTRY  # the one list of formats (re-exported here)
 H5_DTYPES = ("float16", "float32", "uint8")
 # HDF5 filters: lzf is the default (examples/test.avi, 163 fields 320x240: float16 50 -> 37 MB, uint8
 # 25 -> 7.1 MB at 1.8 / 0.7 ms a field); gzip (level 4, shuffle) is smallest (30 MB / 3.4 MB) at
@@ -394,28 +393,24 @@ class H5Output:
 
 
 def count_outputs(final_dir: Path) -> tuple[int, int]:
-    """(flow fields, RGB frames) in a finished folder (for the annotation list on resume)."""
-    names = [e.name for e in final_dir.iterdir()]
-    frames = sum(n.startswith("img_") for n in names)
-    for prefix, suffix in (("flow_x_", ".jpg"), ("flow_", ".flo"), ("flow_", ".npy")):
-        flows = sum(n.startswith(prefix) and n.endswith(suffix) for n in names)
+    """(flow fields, RGB frames) in a finished folder (for the annotation list on resume):
+    fields counted by the first folder format of the registry present in it."""
+    frames = sum(e.name.startswith("img_") for e in final_dir.iterdir())
+    for fmt in DIR_FORMATS:
+        flows = REGISTRY[fmt].count(final_dir)
         if flows:
             return flows, frames
     return 0, frames
 
 
 def h5_counts(path: Path) -> tuple[int, int]:
-    """(flow fields, decoded frames) recorded in a finished HDF5 file; `TVNetError` when it
-    cannot be read as one."""
-    import h5py
+    """(flow fields, decoded frames) recorded in a finished HDF5 file, read as the registry's
+    `h5` format reads it; `TVNetError` when it cannot be read as one."""
+    from .formats import h5_attrs
 
     try:
-        with _H5_LOCK, h5py.File(path, "r") as f:
-            flow = f.get("flow")
-            if not isinstance(flow, h5py.Dataset) or flow.ndim != 4:
-                raise TVNetError(f"{path}: not a tvnet HDF5 output (no 4-d dataset 'flow'); remove it "
-                                 f"or use --overwrite")
-            return int(flow.shape[0]), int(f.attrs.get("frames", flow.shape[0] + 1))
-    except (OSError, RuntimeError, ValueError) as e:
-        raise TVNetError(f"{path}: cannot read HDF5 output ({str(e).splitlines()[0]}); remove it "
-                         f"or use --overwrite") from None
+        with _H5_LOCK:
+            fields = REGISTRY["h5"].count(path)
+            return fields, int(h5_attrs(path).get("frames", fields + 1))
+    except TVNetError as e:
+        raise TVNetError(f"{e}; remove it or use --overwrite") from None
