@@ -132,8 +132,12 @@ def test_resume_equals_uninterrupted(chairs: Path, tmp_path: Path) -> None:
         torch.testing.assert_close(a[k], b[k])
     with pytest.raises(TVNetError, match="different"):
         train_flow(TrainFlowConfig(**{**base, "train": "u0"}, steps=6), tmp_path / "resumed.pt", resume=True)
-    with pytest.raises(TVNetError, match="no checkpoint"):
-        train_flow(TrainFlowConfig(**base, steps=6), tmp_path / "other.pt", resume=True)
+    # the one checkpoint rule (train/scaffold.py): no checkpoint + --resume starts afresh,
+    # an existing checkpoint without --resume is an error
+    res = train_flow(TrainFlowConfig(**base, steps=2), tmp_path / "other.pt", resume=True)
+    assert len(res.losses) == 2
+    with pytest.raises(TVNetError, match="a checkpoint exists"):
+        train_flow(TrainFlowConfig(**base, steps=2), tmp_path / "other.pt")
 
 
 def test_unsupervised_on_video_cli(tmp_path: Path) -> None:

@@ -75,3 +75,18 @@ def test_line_chart_places_points_on_the_axes(tmp_path: Path) -> None:
     for (x, y), colour in (((280, 30), red), ((60, 160), red), ((580, 30), green), ((360, 160), green)):
         assert tuple(img[y + 1, x - 1]) == colour, (x, y)
     assert tuple(img[100, 170]) == (255, 255, 255)  # and nothing between them
+
+
+def test_one_rule_for_an_existing_checkpoint(tmp_path):
+    """--resume continues an existing checkpoint and starts afresh without one; without
+    --resume an existing checkpoint is a one-line error (never overwritten by accident)."""
+    from tvnet_cli.errors import TVNetError
+    from tvnet_cli.train.scaffold import will_resume
+
+    path = tmp_path / "run.ckpt"
+    assert will_resume(path, resume=True) is False
+    assert will_resume(path, resume=False) is False
+    path.write_bytes(b"x")
+    assert will_resume(path, resume=True) is True
+    with pytest.raises(TVNetError, match="a checkpoint exists; pass --resume"):
+        will_resume(path, resume=False)

@@ -30,7 +30,7 @@ from ..io.datasets_action import (ClipDataset, ClipSpec, VideoItem, batch_plan, 
                                   parse_hmdb51, parse_list, parse_ucf101)
 from ..runtime import DistEnv, load_model, on_device, resolve_devices
 from .chart import Panel, Series, confusion_chart, line_chart
-from .scaffold import CsvLog, check_resume, load_state, save_checkpoint, training_device
+from .scaffold import CsvLog, check_resume, load_state, save_checkpoint, training_device, will_resume
 from .scaffold import load_checkpoint as _load_checkpoint
 
 # config fields a --resume may change (scaffold's policy: all others must equal the checkpoint's):
@@ -253,7 +253,7 @@ def _train(config: ActionTrainConfig, device: torch.device, env: DistEnv, progre
     use_amp = config.amp and device.type == "cuda"
     scaler = torch.amp.GradScaler("cuda") if use_amp else None
     start = 0
-    if resume and ckpt_path.is_file():
+    if will_resume(ckpt_path, resume):
         ckpt = load_checkpoint(ckpt_path)
         saved = ActionTrainConfig.from_dict(dict(ckpt["config"]))  # fields added since: defaults
         check_resume(ckpt_path, saved.to_dict(), config.to_dict(), RESUME_MAY_CHANGE)
@@ -262,8 +262,6 @@ def _train(config: ActionTrainConfig, device: torch.device, env: DistEnv, progre
         if scaler is not None and ckpt.get("scaler"):
             scaler.load_state_dict(ckpt["scaler"])
         start = int(ckpt["step"])
-    elif ckpt_path.is_file():
-        raise TVNetError(f"{ckpt_path}: a checkpoint exists; pass --resume to continue or use another --out")
     net = model
     if world > 1:
         from torch.nn.parallel import DistributedDataParallel

@@ -28,7 +28,7 @@ from ..model import TVNet
 from ..model.tvnet import TRAINABLE_PARTS
 from ..runtime import load_model
 from .chart import Panel, Series, line_chart, running_mean
-from .scaffold import check_resume, load_checkpoint, load_state, save_checkpoint, training_device
+from .scaffold import check_resume, load_checkpoint, load_state, save_checkpoint, training_device, will_resume
 
 TRAINABLE = ("all", *TRAINABLE_PARTS)  # or parts joined by "+", e.g. "filters+scalars"
 OPTIMIZERS = ("adam", "sgd")
@@ -268,8 +268,6 @@ def _with_scalars(model: TVNet, sd: dict) -> dict:
 
 
 def _load_checkpoint(path: Path, cfg: TrainFlowConfig) -> dict:
-    if not path.is_file():
-        raise TVNetError(f"{path}: no checkpoint to resume from")
     state = load_checkpoint(path, "training checkpoint",
                             ("train_config", "step", "model", "optimizer", "losses", "val_curve", "before", "rng"))
     check_resume(path, json.loads(state["train_config"]), cfg.to_dict(), RESUME_MAY_CHANGE)
@@ -307,7 +305,7 @@ def _train(cfg: TrainFlowConfig, out: Path, device: torch.device, resume: bool,
     val_curve: list[tuple[int, float]] = []
     start = 0
     ckpt = checkpoint_path(out)
-    if resume:
+    if will_resume(ckpt, resume):
         state = _load_checkpoint(ckpt, cfg)
         load_state(model, _with_scalars(model, state["model"]), ckpt)
         opt.load_state_dict(state["optimizer"])

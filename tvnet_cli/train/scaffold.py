@@ -62,6 +62,18 @@ def resume_differs(saved: dict, current: dict, may_change: Iterable[str]) -> lis
     return [k for k in keys if json.dumps(saved.get(k)) != json.dumps(current.get(k))]
 
 
+def will_resume(path: Path, resume: bool) -> bool:
+    """The one rule for a checkpoint file at the start of a run: with `resume`, continue it
+    when it exists and start afresh when it does not (a preempted job relaunched with the
+    same command); without `resume`, an existing checkpoint is an error, so a run never
+    overwrites another's progress by accident."""
+    if Path(path).is_file():
+        if not resume:
+            raise TVNetError(f"{path}: a checkpoint exists; pass --resume to continue it or use another output")
+        return True
+    return False
+
+
 def check_resume(path: Path, saved: dict, current: dict, may_change: Iterable[str]) -> None:
     """Raise TVNetError naming the differing fields unless the run may resume `path`."""
     differs = resume_differs(saved, current, may_change)
