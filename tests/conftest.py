@@ -67,3 +67,23 @@ def gt_pairs(data: Path) -> list[tuple[str, Path, Path, Path]]:
         pairs.append((f"chairs{i}", Path(f"{stem}-img0.ppm"), Path(f"{stem}-img1.ppm"),
                       Path(f"{stem}-gt.flo")))
     return pairs
+
+
+def video_frames(path: Path, n: int) -> np.ndarray:
+    """The first `n` frames of a video `(n, H, W, 3)` uint8 RGB: PyAV (as tvnet), or OpenCV
+    where PyAV is missing (the GPU machines' image has OpenCV but no PyAV)."""
+    try:
+        import av  # noqa: F401
+    except ImportError:
+        import cv2
+
+        cap, frames = cv2.VideoCapture(str(path)), []
+        while len(frames) < n:
+            ok, f = cap.read()
+            if not ok:
+                break
+            frames.append(cv2.cvtColor(f, cv2.COLOR_BGR2RGB))
+        return np.stack(frames)
+    from tvnet_cli.io.video import read_frames
+
+    return read_frames(path, max_frames=n)

@@ -13,9 +13,8 @@ import pytest
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from conftest import VIDEOS, to_batch
+from conftest import VIDEOS, to_batch, video_frames
 from test_fastpath import CONSTS, TAPS, _solver_state
-from tvnet_cli.io.video import read_frames
 from tvnet_cli.kernels import triton_tvl1
 from tvnet_cli.model import ops
 from tvnet_cli.model.tvnet import TVNetConfig, _tv_l1_level, stepwise, tv_l1_step
@@ -172,7 +171,7 @@ def test_one_level_on_real_frames_matches_pytorch():
     """A whole TV-L1 level (warps between runs of iterations) on a real pair (frames 0 and 8
     of the shipped video, where a person moves), batch 2 (both directions), odd size,
     trained-looking taps: the flow within 1e-3 px mean."""
-    frames = read_frames(VIDEOS / "test.avi", max_frames=9)
+    frames = video_frames(VIDEOS / "test.avi", 9)
     f0 = to_batch(frames[0][100:137, 160:211]).float()
     f1 = to_batch(frames[8][100:137, 160:211]).float()
     i0, i1 = ops.normalize_pair(ops.to_grey(torch.cat([f0, f1])), ops.to_grey(torch.cat([f1, f0])))

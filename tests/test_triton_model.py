@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 import torch
 
+from conftest import video_frames
 from tvnet_cli import TVNet
-from tvnet_cli.io.video import read_frames
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "test.avi"
 DEVICE = torch.device("cuda" if torch.cuda.is_available() else "cpu")  # CPU: the interpreter
@@ -24,7 +24,7 @@ DEVICE = torch.device("cuda" if torch.cuda.is_available() else "cpu")  # CPU: th
 def video_batch() -> tuple[torch.Tensor, torch.Tensor]:
     """Three real pairs (t, t + 8) `(3, 3, H, W)` uint8 from the shipped video (a person
     moving by about 2 px around x 160-260, y 40-200)."""
-    f = torch.from_numpy(read_frames(EXAMPLE, max_frames=11)).permute(0, 3, 1, 2)
+    f = torch.from_numpy(video_frames(EXAMPLE, 11)).permute(0, 3, 1, 2)
     return f[:3], f[8:11]
 
 
