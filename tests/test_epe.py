@@ -226,3 +226,18 @@ def test_errors(tmp_path: Path) -> None:
 def test_help(command: str) -> None:
     res = CliRunner().invoke(main, [command, "--help"])
     assert res.exit_code == 0 and "Usage:" in res.output
+
+
+def test_opencv_compare_refuses_a_per_level_schedule(tmp_path: Path) -> None:
+    """OpenCV's DualTVL1 has one warps/iterations for all levels: comparing it with a per-level
+    schedule (tvl1-fast) would compare different solvers, so it is a one-line error."""
+    f0, f1, gt = pair("b")
+    root = tmp_path / "chairs"
+    root.mkdir()
+    Image.fromarray(f0).save(root / "00001_img1.ppm")
+    Image.fromarray(f1).save(root / "00001_img2.ppm")
+    write_flo(root / "00001_flow.flo", gt)
+    res = CliRunner().invoke(main, ["epe", str(root), "--compare", "opencv", "--preset", "tvl1-fast"])
+    assert res.exit_code != 0 and "Traceback" not in res.output
+    assert res.output.strip().splitlines() == [res.output.strip()]
+    assert "per-level schedule" in res.output and "tvnet-5-1.1.2.3.5-10.20.30.50.50" in res.output

@@ -123,6 +123,10 @@ def evaluate_dataset(cfg: EpeConfig, progress: Callable[[int, int, str], None] |
 
     device = resolve_devices(cfg.device)[0]
     model = load_model(cfg.model, backend=cfg.backend).to(device).eval()
+    mc = model.config
+    if cfg.compare_opencv and (mc.level_warps or mc.level_iters):
+        raise TVNetError(f"--compare opencv: {cfg.model} runs a per-level schedule ({mc.name}), which "
+                         "OpenCV's DualTVL1 cannot; compare a uniform tvnet-S-W-I schedule instead")
     layout, pairs = find_pairs(cfg.data, cfg.layout, sintel_pass=cfg.sintel_pass, kitti_gt=cfg.kitti_gt)
     skipped = [p.name for p in pairs if p.gt is None]
     pairs = [p for p in pairs if p.gt is not None]
