@@ -104,9 +104,8 @@ def centred_gradient(
     """Centred difference of `(B, C, H, W)` (Eq. 3/7). `taps` is `(2, 3)`: row 0 for x, row 1
     for y. `border` "zero": zero on the first/last column (x) and row (y), as Eq. 3;
     "replicate": the image is extended by its border pixels first, which gives one-sided
-    differences there (0.5 (x1 - x0) with the default taps, as OpenCV's TV-L1). At coarse
-    pyramid levels the border is a large part of the image, and a zero gradient there leaves
-    it without a data term (measured: 5-scale TV-L1 failing near the borders)."""
+    differences there (0.5 (x1 - x0) with the default taps, as OpenCV's TV-L1). The model's
+    default is "zero" (`TVNetConfig.grad_border`; measured slightly better)."""
     t = _taps(taps, x)
     h, w = x.shape[-2:]
     if border == "replicate":

@@ -51,8 +51,9 @@ class TVNetConfig(ConfigMixin):
     smooth_sigma: float = 0.8  # 5x5 gaussian pre-smoothing of both frames (0 = off); measured
     # better on every real GT pair at TVNet-50 and 10x better on sub-pixel motion (BENCHMARKS.md)
     u0_grid: tuple[int, int] = (32, 32)  # resolution of the trainable initial flow
-    grad_border: str = "replicate"  # image gradient at the border: "replicate" (one-sided, as
-    # OpenCV) or "zero" (the paper's Eq. 3)
+    grad_border: str = "zero"  # image gradient on the border: "zero" (the paper's Eq. 3) or
+    # "replicate" (one-sided, as OpenCV); with data_outside and min_level below, "zero" measured
+    # better on real and generated ground truth (BENCHMARKS.md, "TV-L1 at the image border")
     data_outside: str = "off"  # where x + u leaves the image: "off" = no data term there (as
     # Pock's and OpenCV-style solvers), "border" = compare with the replicated border (older tvnet)
     warp: str = "bicubic"  # interpolation of the warp: "bicubic" (as OpenCV's TV-L1; measured
