@@ -61,7 +61,7 @@ def main() -> None:
                      if s % 25 == 0 else None)
     from tvnet_cli.evaluate import evaluate_pairs
     from tvnet_cli.model import TVNet
-    from tvnet_cli.train.flow import load_gt_pairs
+    from tvnet_cli.data.pairs import load_gt_pairs
 
     held_pairs = [p for r in roots for p in load_gt_pairs(r, None, ()) if p.name in held]
     untrained = TVNet.from_preset("tvnet-50", **({"smooth_sigma": args.smooth_sigma} if args.smooth_sigma else {}))

@@ -15,7 +15,8 @@ from click.testing import CliRunner
 
 from tvnet_cli.cli import main
 from tvnet_cli.errors import TVNetError
-from tvnet_cli.io.datasets_action import ClipDataset, batch_plan, parse_ucf101
+from tvnet_cli.data.clips import ClipDataset, batch_plan
+from tvnet_cli.io.splits import parse_ucf101
 from tvnet_cli.io.video import read_frames, read_frames_at
 from tvnet_cli.model import TVNet
 from tvnet_cli.toy_actions import ToyConfig, make_toy_actions
@@ -226,7 +227,8 @@ def test_sampling_when_the_header_promises_a_frame_too_many(tmp_path):
     """A real AVI cut short by its last frame: the header says 8, 7 decode (within the
     truncation slack). A sample that needs frame 7 falls back to the whole video and draws
     again from the same random state, so it equals sampling the fully decoded video."""
-    from tvnet_cli.io.datasets_action import ClipSpec, VideoItem
+    from tvnet_cli.data.clips import ClipSpec
+    from tvnet_cli.io.splits import VideoItem
     from tvnet_cli.io.video import probe, write_video
 
     rng = np.random.default_rng(0)

@@ -3,9 +3,9 @@
 import numpy as np
 import pytest
 
+from tvnet_cli.data.clips import batch_plan, segment_starts, stack_indices
 from tvnet_cli.errors import TVNetError
-from tvnet_cli.io.datasets_action import (UCF101_COUNTS, VideoItem, batch_plan, check_videos, parse_hmdb51,
-                                          parse_list, parse_ucf101, segment_starts, stack_indices)
+from tvnet_cli.io.splits import UCF101_COUNTS, VideoItem, check_videos, parse_hmdb51, parse_list, parse_ucf101
 
 
 @pytest.mark.parametrize("split", [1, 2, 3])

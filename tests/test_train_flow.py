@@ -17,10 +17,10 @@ from conftest import VIDEOS
 from synthetic import PAIRS, flow_pair, write_chairs, write_middlebury
 from tvnet_cli.cli import main
 from tvnet_cli.errors import TVNetError
-from tvnet_cli.evaluate import pair_tensors
+from tvnet_cli.data.pairs import crop_flip, pair_tensors
 from tvnet_cli.io.datasets import find_pairs, load_pair
 from tvnet_cli.model import TVNet, ops
-from tvnet_cli.train.flow import TrainFlowConfig, _crop_flip, checkpoint_path, train_flow
+from tvnet_cli.train.flow import TrainFlowConfig, checkpoint_path, train_flow
 
 
 @pytest.fixture(scope="module")
@@ -108,11 +108,10 @@ def test_flip_and_transpose_keep_ground_truth_consistent(chairs: Path) -> None:
 
     ref = photo_error(f0, f1, gt)
     assert ref < 0.6 * photo_error(f0, f1, torch.zeros_like(gt))  # the flow explains the motion
-    cfg = TrainFlowConfig(data="x", flip=True, transpose=True)
     gen = torch.Generator().manual_seed(0)
     seen = set()
     for _ in range(60):
-        a, b, g, v = _crop_flip([f0, f1, gt, valid], cfg, gen, 2)
+        a, b, g, v = crop_flip([f0, f1, gt, valid], gen, 2, flip=True, transpose=True)
         seen.add((tuple(a.shape), a[0, 0, 0, 0].item(), a[0, 0, -1, 0].item(), a[0, 0, 0, -1].item()))
         assert photo_error(a, b, g) == pytest.approx(ref, rel=1e-4)
     assert len(seen) == 8

@@ -9,10 +9,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import torch
-import torch.nn.functional as F
 
 from .config import ConfigMixin
+from .data.pairs import pair_tensors
 from .errors import TVNetError
 from .io.datasets import FlowPair, PairData, find_pairs, load_pair
 from .metrics import flow_errors, mean_errors
@@ -34,34 +33,6 @@ class EpeConfig(ConfigMixin):
     save_flow: str | None = None  # folder for the predicted .flo files
     compare_opencv: bool = False
     threads: int = 2
-
-
-# -- frames to tensors -------------------------------------------------------------------------
-def frame_tensor(img: np.ndarray) -> torch.Tensor:
-    """`(H, W, 3)` or `(H, W)` uint8 image -> float32 `(1, C, H, W)` with values 0..255."""
-    a = np.asarray(img)
-    if a.ndim == 2:
-        a = a[..., None]
-    return torch.from_numpy(np.array(a, dtype=np.float32, copy=True)).permute(2, 0, 1)[None]
-
-
-def pair_tensors(d: PairData, scale: float = 1.0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    """A pair with ground truth -> f0, f1 `(1, 3, h, w)`, gt `(1, 2, h, w)`, valid `(1, 1, h, w)`
-    (0/1), resized by `scale` (area averaging; flow values scaled, partly valid pixels dropped)."""
-    if d.gt is None:
-        raise TVNetError(f"{d.name}: no ground-truth flow")
-    f0, f1 = frame_tensor(d.frame0), frame_tensor(d.frame1)
-    gt = torch.from_numpy(np.array(d.gt, dtype=np.float32, copy=True)).permute(2, 0, 1)[None]
-    valid = torch.ones(1, 1, *gt.shape[-2:]) if d.valid is None else torch.from_numpy(d.valid)[None, None].float()
-    if scale != 1.0:
-        h, w = (max(8, round(s * scale)) for s in f0.shape[-2:])
-        f0, f1 = (F.interpolate(f, (h, w), mode="area") for f in (f0, f1))
-        gt = torch.where(valid > 0, gt, torch.zeros_like(gt))  # unknown gt may be huge or NaN
-        gt = F.interpolate(gt * valid, (h, w), mode="area")
-        cover = F.interpolate(valid, (h, w), mode="area")
-        gt = gt / cover.clamp_min(1e-6) * scale
-        valid = (cover > 0.999).float()
-    return f0, f1, gt, valid
 
 
 # -- the evaluation loop ----------------------------------------------------------------------

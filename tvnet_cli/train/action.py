@@ -25,9 +25,9 @@ import torch.nn.functional as F
 
 from ..classifier import ActionModel, ClassifierConfig
 from ..config import ConfigMixin
+from ..data.clips import ClipDataset, ClipSpec, batch_plan
 from ..errors import TVNetError
-from ..io.datasets_action import (ClipDataset, ClipSpec, VideoItem, batch_plan, check_videos,
-                                  parse_hmdb51, parse_list, parse_ucf101)
+from ..io.splits import VideoItem, check_videos, parse_hmdb51, parse_list, parse_ucf101
 from ..runtime import DistEnv, load_model, on_device, resolve_devices
 from .chart import Panel, Series, confusion_chart, line_chart
 from .scaffold import CsvLog, check_resume, load_state, save_checkpoint, training_device, will_resume

@@ -22,8 +22,9 @@ import torch
 
 from ..config import ConfigMixin
 from ..errors import TVNetError
-from ..evaluate import evaluate_pairs, frame_tensor, pair_tensors
-from ..io.datasets import FlowPair, find_pairs, load_pair
+from ..data.pairs import crop_flip, load_gt_pairs, pair_tensors, spread, video_pairs
+from ..evaluate import evaluate_pairs
+from ..io.datasets import FlowPair, load_pair
 from ..model import TVNet
 from ..model.tvnet import TRAINABLE_PARTS
 from ..runtime import load_model
@@ -130,77 +131,6 @@ class TrainResult:
 ProgressFn = Callable[[int, int, float, float | None], None]
 
 
-# -- data ----------------------------------------------------------------------------------
-def load_gt_pairs(root: str, layout: str | None, names: tuple[str, ...]) -> list[FlowPair]:
-    """The pairs of a dataset that have ground truth, optionally only those named.
-
-    Only paths: frames are read when a step or an evaluation needs them, so a large dataset
-    (Sintel: 1041 pairs) does not have to fit in memory."""
-    _, pairs = find_pairs(root, layout, require_gt=True)
-    if names:
-        known = {p.name for p in pairs}
-        missing = [n for n in names if n not in known]
-        if missing:
-            raise TVNetError(f"{root}: no ground-truth pair named {', '.join(missing)} "
-                             f"(have: {', '.join(sorted(known))})")
-        pairs = [p for p in pairs if p.name in names]
-    return pairs
-
-
-def spread(items: list, limit: int) -> list:
-    """At most `limit` items, evenly spaced (evaluation subsets of large datasets)."""
-    if limit <= 0 or len(items) <= limit:
-        return list(items)
-    return [items[round(i * (len(items) - 1) / (limit - 1))] for i in range(limit)] if limit > 1 else items[:1]
-
-
-def _video_pairs(cfg: TrainFlowConfig) -> list[tuple[torch.Tensor, torch.Tensor]]:
-    """Consecutive frame pairs `(1, 3, H, W)` x 2 from every video under `cfg.data`."""
-    from ..io.video import read_frames
-
-    root = Path(cfg.data)
-    if root.is_file():
-        videos = [root]
-    elif root.is_dir():
-        videos = sorted(p for p in root.rglob("*") if p.suffix.lower() in (".mp4", ".avi", ".mkv", ".mov", ".webm"))
-    else:
-        raise TVNetError(f"{root}: video folder not found")
-    if not videos:
-        raise TVNetError(f"{root}: no videos (.mp4, .avi, .mkv, .mov, .webm) found")
-    out = []
-    for v in videos:
-        frames = read_frames(v, size=cfg.video_size, max_frames=cfg.video_frames)  # (T, H, W, 3)
-        out += [(frame_tensor(a), frame_tensor(b)) for a, b in zip(frames, frames[1:])]
-    if not out:
-        raise TVNetError(f"{root}: videos have fewer than 2 frames")
-    return out
-
-
-def _crop_flip(tensors: list[torch.Tensor], cfg: TrainFlowConfig, gen: torch.Generator,
-               flow_idx: int | None) -> list[torch.Tensor]:
-    """Same random crop / flips / transpose for all tensors `(1, C, H, W)`; the flow (index)
-    changes sign with a flip and swaps u and v with a transpose."""
-    h, w = tensors[0].shape[-2:]
-    if cfg.crop is not None:
-        ch, cw = min(cfg.crop[0], h), min(cfg.crop[1], w)
-        y = int(torch.randint(0, h - ch + 1, (1,), generator=gen))
-        x = int(torch.randint(0, w - cw + 1, (1,), generator=gen))
-        tensors = [t[..., y:y + ch, x:x + cw] for t in tensors]
-    if cfg.flip:
-        for dim, ch in ((3, 0), (2, 1)):  # horizontal flip negates u, vertical negates v
-            if float(torch.rand(1, generator=gen)) < 0.5:
-                tensors = [t.flip(dim) for t in tensors]
-                if flow_idx is not None:
-                    f = tensors[flow_idx].clone()
-                    f[:, ch] = -f[:, ch]
-                    tensors[flow_idx] = f
-    if cfg.transpose and float(torch.rand(1, generator=gen)) < 0.5:
-        tensors = [t.transpose(2, 3) for t in tensors]
-        if flow_idx is not None:
-            tensors[flow_idx] = tensors[flow_idx].flip(1)  # (u, v) -> (v, u)
-    return tensors
-
-
 def evaluate(model: TVNet, pairs: list, scale: float = 1.0) -> dict:
     """`evaluate.evaluate_pairs` (mean metrics plus "per_pair") under no_grad."""
     with torch.no_grad():
@@ -289,7 +219,7 @@ def _train(cfg: TrainFlowConfig, out: Path, device: torch.device, resume: bool,
     opt = _make_optimizer(cfg, model)
 
     if cfg.unsupervised:
-        train_items = _video_pairs(cfg)
+        train_items = video_pairs(cfg.data, cfg.video_size, cfg.video_frames)
         train_pairs: list[FlowPair] = []
     else:
         train_pairs = load_gt_pairs(cfg.data, cfg.layout, cfg.pairs)
@@ -300,6 +230,9 @@ def _train(cfg: TrainFlowConfig, out: Path, device: torch.device, resume: bool,
         val_gt = [d for d in val_gt if d.name in cfg.val_pairs]
     val_gt = spread(val_gt, cfg.eval_limit)
     train_gt = spread(train_pairs, cfg.eval_limit)  # pairs for the before/after EPE
+
+    def augment(tensors: list[torch.Tensor], flow_idx: int | None) -> list[torch.Tensor]:
+        return crop_flip(tensors, gen, flow_idx, crop=cfg.crop, flip=cfg.flip, transpose=cfg.transpose)
 
     losses: list[float] = []
     val_curve: list[tuple[int, float]] = []
@@ -327,12 +260,12 @@ def _train(cfg: TrainFlowConfig, out: Path, device: torch.device, resume: bool,
         for _ in range(cfg.batch):  # gradient accumulation: pairs may differ in size
             i = int(torch.randint(0, len(train_items or train_pairs), (1,), generator=gen))
             if cfg.unsupervised:
-                f0, f1 = (t.to(device) for t in _crop_flip(list(train_items[i]), cfg, gen, None))
+                f0, f1 = (t.to(device) for t in augment(list(train_items[i]), None))
                 flow = model(f0, f1)  # (1, 2, h, w)
                 loss = model.energy(flow, *model.prepare(f0, f1)).mean()
             else:
                 item = train_items[i] if train_items is not None else pair_tensors(load_pair(train_pairs[i]), cfg.scale)
-                f0, f1, gt, valid = (t.to(device) for t in _crop_flip(list(item), cfg, gen, 2))
+                f0, f1, gt, valid = (t.to(device) for t in augment(list(item), 2))
                 flow = model(f0, f1)
                 epe = torch.sqrt(((flow - gt) ** 2).sum(dim=1, keepdim=True) + 1e-8)  # (1, 1, h, w)
                 loss = (epe * valid).sum() / valid.sum().clamp_min(1.0)
