@@ -72,9 +72,9 @@ def gt_pairs(data: Path) -> list[tuple[str, Path, Path, Path]]:
 def video_frames(path: Path, n: int) -> np.ndarray:
     """The first `n` frames of a video `(n, H, W, 3)` uint8 RGB: PyAV (as tvnet), or OpenCV
     where PyAV is missing (the GPU machines' image has OpenCV but no PyAV)."""
-    try:
-        import av  # noqa: F401
-    except ImportError:
+    import importlib.util
+
+    if importlib.util.find_spec("av") is None:
         import cv2
 
         cap, frames = cv2.VideoCapture(str(path)), []
