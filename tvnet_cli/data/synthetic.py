@@ -140,9 +140,9 @@ def shape_mask(dx: np.ndarray, dy: np.ndarray, r: float, rng: np.random.Generato
 
 
 def _object(textures: Sequence[np.ndarray], size: tuple[int, int], r: float, rng: np.random.Generator,
-            rect: bool = False) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+            rect: bool = False) -> tuple[np.ndarray, np.ndarray, np.ndarray, tuple[float, float]]:
     """A foreground object: a texture crop, its alpha (a shape of radius `r` at the crop's
-    centre) and a placement putting that centre at a random canvas point."""
+    centre), a placement putting that centre at a random canvas point, and that point."""
     tex = textures[rng.integers(len(textures))]
     th, tw = tex.shape[:2]
     side = int(min(th, tw, 2 * r + 8))
@@ -156,7 +156,23 @@ def _object(textures: Sequence[np.ndarray], size: tuple[int, int], r: float, rng
     h, w = size
     cx, cy = rng.uniform(0.1 * w, 0.9 * w), rng.uniform(0.15 * h, 0.9 * h)
     place = similarity(1.0, 0.0, (side - 1) / 2 - cx, (side - 1) / 2 - cy)
-    return crop, mask.astype(np.float32), place
+    return crop, mask.astype(np.float32), place, (cx, cy)
+
+
+def _flying(textures: Sequence[np.ndarray], size: tuple[int, int], rng: np.random.Generator, count: int,
+            extent: tuple[float, float], shift: float, zoom: tuple[float, float], turn: tuple[float, float]
+            ) -> list[Layer]:
+    """`count` objects (radius `extent` x the diagonal) each moving by up to `shift` x the
+    diagonal in a random direction, scaled by `zoom` and turned by `turn` (uniform ranges)
+    about its own centre."""
+    u, diag = rng.uniform, math.hypot(*size)
+    layers = []
+    for _ in range(count):
+        crop, mask, p, centre = _object(textures, size, u(*extent) * diag, rng)
+        mag, ang = u(0.0, shift) * diag, u(0, 2 * math.pi)
+        layers.append(Layer(crop, mask, p, similarity(u(*zoom), u(*turn), mag * math.cos(ang),
+                                                      mag * math.sin(ang), center=centre)))
+    return layers
 
 
 def _background(textures: Sequence[np.ndarray], size: tuple[int, int], rng: np.random.Generator
@@ -182,37 +198,25 @@ def scene(kind: str, textures: Sequence[np.ndarray], size: tuple[int, int], rng:
         foe = (u(0.35, 0.65) * w, u(0.3, 0.5) * h)
         layers.append(Layer(tex, None, place, similarity(u(1.04, 1.18), u(-0.01, 0.01), center=foe)))
         for _ in range(rng.integers(1, 4)):  # vehicles: boxes approaching or receding, sliding sideways
-            crop, mask, p = _object(textures, size, u(0.06, 0.16) * w, rng, rect=True)
-            c = (-p[0, 2] + (crop.shape[1] - 1) / 2, -p[1, 2] + (crop.shape[0] - 1) / 2)
+            crop, mask, p, c = _object(textures, size, u(0.06, 0.16) * w, rng, rect=True)
             layers.append(Layer(crop, mask, p, similarity(u(0.92, 1.15), 0.0, u(-0.06, 0.06) * w, u(-0.01, 0.02) * h,
                                                           center=c)))
         lighting = dict(gain=u(0.93, 1.07), bias=u(-4, 4), noise=u(0.5, 2.5))
     elif kind == "sintel":  # large motion of several layers, rotation, lighting change
         layers.append(Layer(tex, None, place, similarity(u(0.96, 1.05), u(-0.03, 0.03), u(-0.04, 0.04) * w,
                                                          u(-0.04, 0.04) * h, center=(w / 2, h / 2))))
-        for _ in range(rng.integers(2, 5)):
-            crop, mask, p = _object(textures, size, u(0.06, 0.2) * diag, rng)
-            c = (-p[0, 2] + (crop.shape[1] - 1) / 2, -p[1, 2] + (crop.shape[0] - 1) / 2)
-            mag, ang = u(0.0, 0.1) * diag, u(0, 2 * math.pi)
-            layers.append(Layer(crop, mask, p, similarity(u(0.9, 1.12), u(-0.15, 0.15), mag * math.cos(ang),
-                                                          mag * math.sin(ang), center=c)))
+        layers += _flying(textures, size, rng, rng.integers(2, 5), (0.06, 0.2), 0.1, (0.9, 1.12), (-0.15, 0.15))
         lighting = dict(gain=u(0.9, 1.1), bias=u(-8, 8), noise=u(0.0, 2.0))
     elif kind == "chairs":  # FlyingChairs: affine objects over an affine background
         layers.append(Layer(tex, None, place, similarity(u(0.93, 1.07), u(-0.1, 0.1), u(-0.04, 0.04) * w,
                                                          u(-0.04, 0.04) * h, center=(w / 2, h / 2))))
-        for _ in range(rng.integers(3, 7)):
-            crop, mask, p = _object(textures, size, u(0.05, 0.15) * diag, rng)
-            c = (-p[0, 2] + (crop.shape[1] - 1) / 2, -p[1, 2] + (crop.shape[0] - 1) / 2)
-            mag, ang = u(0.0, 0.08) * diag, u(0, 2 * math.pi)
-            layers.append(Layer(crop, mask, p, similarity(u(0.9, 1.1), u(-0.2, 0.2), mag * math.cos(ang),
-                                                          mag * math.sin(ang), center=c)))
+        layers += _flying(textures, size, rng, rng.integers(3, 7), (0.05, 0.15), 0.08, (0.9, 1.1), (-0.2, 0.2))
         lighting = dict(gain=1.0, bias=0.0, noise=u(0.0, 1.5))
     elif kind == "small":  # Middlebury: a few pixels, smooth, sub-pixel detail matters
         layers.append(Layer(tex, None, place, similarity(u(0.99, 1.01), u(-0.01, 0.01), u(-3, 3), u(-3, 3),
                                                          center=(w / 2, h / 2))))
         for _ in range(rng.integers(1, 3)):
-            crop, mask, p = _object(textures, size, u(0.08, 0.2) * diag, rng)
-            c = (-p[0, 2] + (crop.shape[1] - 1) / 2, -p[1, 2] + (crop.shape[0] - 1) / 2)
+            crop, mask, p, c = _object(textures, size, u(0.08, 0.2) * diag, rng)
             layers.append(Layer(crop, mask, p, similarity(u(0.98, 1.02), u(-0.03, 0.03), u(-6, 6), u(-6, 6),
                                                           center=c)))
         lighting = dict(gain=1.0, bias=0.0, noise=u(0.0, 1.0))
