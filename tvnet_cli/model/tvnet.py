@@ -168,11 +168,11 @@ def _tv_l1_level(
     taps: tuple[torch.Tensor, torch.Tensor, torch.Tensor],
     iterate: Iterate,
     scalars: tuple,
-    u_is_zero: bool = False,
-    warps: int | None = None,
-    iters: int | None = None,
+    u_is_zero: bool,
+    warps: int,
+    iters: int,
 ) -> torch.Tensor:
-    """`warps` x `iters` of TV-L1 at one pyramid level (None: the config's uniform values).
+    """`warps` x `iters` of TV-L1 at one pyramid level (the level's entry of `cfg.schedule()`).
 
     `i0`, `i1` grey `(B, 1, h, w)`; `u` initial flow `(B, 2, h, w)`; returns `(B, 2, h, w)`.
     The dual variables p start at zero once per level (as in the authors' code and OpenCV).
@@ -190,12 +190,11 @@ def _tv_l1_level(
     px = torch.zeros_like(u)  # (B, 2, h, w): x parts of the duals p1 (of u1) and p2 (of u2)
     py = torch.zeros_like(u)
     early_stop = cfg.stop_tol > 0 and not torch.is_grad_enabled()
-    warps = cfg.warps if warps is None else warps
-    iters = cfg.iters if iters is None else iters
     for k in range(warps):
-        w = stack if k == 0 and u_is_zero else ops.warp(stack, u, cfg.warp)
+        identity = k == 0 and u_is_zero  # a warp by zero flow: nothing to warp, nothing leaves
+        w = stack if identity else ops.warp(stack, u, cfg.warp)
         i1w, grad_i = w[:, :1], w[:, 1:]  # (B, 1, h, w), (B, 2, h, w)
-        if cfg.data_outside == "off" and not (k == 0 and u_is_zero):
+        if cfg.data_outside == "off" and not identity:
             # no data term where x + u leaves the image: nothing there says where it went
             inside = ops.inside(u).to(u.dtype)  # (B, 1, h, w)
             i1w, grad_i = i1w * inside + i0 * (1 - inside), grad_i * inside
