@@ -10,7 +10,7 @@ import pytest
 
 from synthetic import Motion, flow_pair
 from tvnet_cli.errors import TVNetError
-from tvnet_cli.io.flowio import (read_flo, read_flow, read_kitti_flow, read_png16, write_flo,
+from tvnet_cli.io.flowio import (read_flo, read_gt_flow, read_kitti_flow, read_png16, write_flo,
                                  write_kitti_flow, write_png16)
 
 
@@ -43,7 +43,7 @@ def test_read_flow_masks_unknown_flo(tmp_path: Path) -> None:
     flow = np.ones((4, 5, 2), np.float32)
     flow[1, 2] = 1e10
     write_flo(tmp_path / "u.flo", flow)
-    f, valid = read_flow(tmp_path / "u.flo")
+    f, valid = read_gt_flow(tmp_path / "u.flo")
     assert valid.sum() == 19 and not valid[1, 2] and f[1, 2].tolist() == [0.0, 0.0]
 
 

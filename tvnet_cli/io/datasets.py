@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import TVNetError
-from .flowio import read_flow
+from .flowio import read_gt_flow
 
 LAYOUTS = ("middlebury", "sintel", "kitti", "chairs")
 
@@ -69,7 +69,7 @@ def load_pair(pair: FlowPair) -> PairData:
     if pair.gt is not None:
         if not pair.gt.is_file():
             raise TVNetError(f"{pair.gt}: ground-truth flow not found")
-        gt, valid = read_flow(pair.gt)
+        gt, valid = read_gt_flow(pair.gt)
         if gt.shape[:2] != f0.shape[:2]:
             raise TVNetError(f"{pair.gt}: flow size {gt.shape[1]}x{gt.shape[0]} differs from "
                              f"the frames ({f0.shape[1]}x{f0.shape[0]})")

@@ -110,7 +110,7 @@ def write_kitti_flow(path: str | Path, flow: np.ndarray, valid: np.ndarray | Non
     write_png16(path, rgb)
 
 
-def read_flow(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
+def read_gt_flow(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
     """Any ground-truth flow file -> (flow `(H, W, 2)` float32, valid `(H, W)` bool).
 
     `.flo`: values above 1e9 (or not finite) are unknown; `.png`: KITTI format.
