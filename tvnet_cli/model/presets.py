@@ -25,7 +25,7 @@ PRESETS: dict[str, TVNetConfig] = {
     # gains nothing from it on average and it made the worst pairs worse (issue 13: worst ratio to
     # OpenCV 5-5-50 1.016 vs 1.024 on our real pairs, 1.18 vs 1.25 on synthetic ones, 1.09 vs 1.34
     # on the issue author's KITTI pair; BENCHMARKS.md "Speed/accuracy front"; re-measured with
-    # the border fixes of TVNetConfig: 1.048 real, 1.19 synthetic, "TV-L1 at the image border")
+    # the border fixes of TVNetConfig: 1.008 real, 1.126 synthetic, "TV-L1 at the image border")
     "tvl1": TVNetConfig(5, 5, 50, smooth_sigma=0.0),
     # Per-level schedules (finest level first): coarse levels cost 1/4, 1/16, ... of the finest,
     # so they get the warps and iterations. Chosen by mean EPE on synthetic pairs with exact flow
