@@ -105,3 +105,49 @@ def test_presets_follow_the_presmoothing_rule():
     assert preset_config("tvnet-5-2.3.5.5.5-10.20.30.50.50") == preset_config("tvl1-medium")
     fast = preset_config("tvl1-fast")
     assert fast.schedule()[0] == (1, 10) and fast.smooth_sigma == 0.8
+
+
+def test_finest_level_solves_the_half_size_pyramid_and_upsamples():
+    """finest_level=1 on 128x160 frames = a TVNet without that option on the area-halved frames
+    (the same pyramid: 2x2 averages of 2x2 averages), its flow upsampled bilinearly and doubled."""
+    f0, f1 = _frames(128, 160)
+    cfg = preset_config("tvnet-3-1.2.3-5.10.20-f1")
+    assert cfg.finest_level == 1 and cfg.name == "tvnet-3-1.2.3-5.10.20-f1"
+    assert TVNetConfig.from_dict(cfg.to_dict()) == cfg
+    half, full = TVNet(cfg), TVNet(cfg.replace(finest_level=0))
+    half.backend = full.backend = "torch"
+    assert cfg.level_sizes(128, 160) == [(64, 80), (32, 40), (16, 20)]
+    with torch.inference_mode():
+        i0, i1 = half.prepare(f0, f1)
+        flow = half.solve(i0, i1)  # (1, 2, 128, 160)
+        small = full.solve(ops.resize(i0, (64, 80)), ops.resize(i1, (64, 80)))
+    assert flow.shape == (1, 2, 128, 160)
+    expected = torch.nn.functional.interpolate(small, (128, 160), mode="bilinear", align_corners=False) * 2
+    diff = (flow - expected).abs()  # float rounding only: area of area vs area, over 100 iterations
+    assert diff.mean() < 1e-4 and diff.max() < 1e-2
+    assert (flow.mean(dim=(2, 3)) - torch.tensor([[3.0, 2.0]])).abs().max() < 0.5  # the shift, roughly
+    # an image too small for the skipped levels keeps its coarsest one
+    assert cfg.level_sizes(8, 8) == [(8, 8)]
+
+
+@pytest.mark.parametrize("backend", ["torch", "c"])
+def test_per_level_parameters(backend, tmp_path):
+    """Per-level taps and scalars equal to the shared ones give the same flow; changing one
+    level's lambda changes the flow; they save and load as state."""
+    f0, f1 = _frames()
+    cfg = TVNetConfig(3, 1, 1, level_warps=(1, 2, 2), level_iters=(5, 10, 10))
+    shared, per = TVNet(cfg), TVNet(cfg.replace(per_level=True))
+    assert per.centred_taps.shape == (3, 2, 3) and per.log_scalars["lam"].shape == (3,)
+    shared.backend = per.backend = backend
+    assert torch.allclose(shared.predict(f0, f1), per.predict(f0, f1), atol=1e-6)
+    with torch.no_grad():
+        per.log_scalars["lam"][2].add_(1.0)  # the coarsest level's lambda x e
+        per.forward_taps[1].mul_(1.1)
+    assert per.solver_scalars(2)[1] == pytest.approx(0.15 * 2.718281828, rel=1e-6)
+    assert per.solver_scalars(0)[1] == pytest.approx(0.15)
+    flow = per.predict(f0, f1)
+    assert (flow - shared.predict(f0, f1)).abs().max() > 1e-3
+    per.save(tmp_path / "p.pt")
+    back = TVNet.from_file(tmp_path / "p.pt")
+    back.backend = backend
+    assert back.config == per.config and torch.equal(back.predict(f0, f1), flow)

@@ -1,7 +1,8 @@
 """Named TVNet configurations and the shipped weight files in `weights/`.
 
 `tvnet-S-W-I` is S scales x W warps x I iterations, as in the paper; `tvnet-I` is 1-1-I.
-W and I may also be per-level lists, finest level first, joined by dots (`tvnet-4-1-10.20.40.80`).
+W and I may also be per-level lists, finest level first, joined by dots (`tvnet-4-1-10.20.40.80`);
+a suffix `-fK` stops the solve K levels above full resolution (`finest_level`).
 A preset name that matches a file `weights/<name>.pt` loads those trained weights.
 """
 
@@ -36,7 +37,7 @@ PRESETS: dict[str, TVNetConfig] = {
                                smooth_sigma=0.0),
 }
 
-_PATTERN = re.compile(r"^tvnet-(\d+)-(\d+(?:\.\d+)*)-(\d+(?:\.\d+)*)$")
+_PATTERN = re.compile(r"^tvnet-(\d+)-(\d+(?:\.\d+)*)-(\d+(?:\.\d+)*)(?:-f(\d+))?$")
 
 
 def presmoothing(finest_warps: int) -> float:
@@ -71,11 +72,11 @@ def preset_config(name: str) -> TVNetConfig:
         return PRESETS[name]
     m = _PATTERN.match(name)
     if m:
-        scales, (warps, iters) = int(m.group(1)), ([int(v) for v in g.split(".")] for g in m.groups()[1:])
+        scales, (warps, iters) = int(m.group(1)), ([int(v) for v in g.split(".")] for g in m.groups()[1:3])
         return TVNetConfig(scales, warps[0], iters[0],
                            level_warps=tuple(warps) if len(warps) > 1 else None,
                            level_iters=tuple(iters) if len(iters) > 1 else None,
-                           smooth_sigma=presmoothing(warps[0]))
+                           smooth_sigma=presmoothing(warps[0]), finest_level=int(m.group(4) or 0))
     raise TVNetError(f"unknown preset {name!r}; known: {', '.join(preset_names())} or tvnet-S-W-I")
 
 

@@ -62,6 +62,10 @@ class TVNetConfig(ConfigMixin):
     # the finest level costs ~4x the next, so coarse warps and iterations are nearly free.
     level_warps: tuple[int, ...] | None = None
     level_iters: tuple[int, ...] | None = None
+    finest_level: int = 0  # pyramid levels skipped at the fine end: the solve stops there and its
+    # flow is upsampled (1 = half resolution, as OpenCV DIS's finest scale; each level is ~4x cheaper)
+    per_level: bool = False  # one set of filter taps and tau/lambda/theta per level (trained apart;
+    # index 0 = the finest level solved); False = one set shared by every level (the paper)
 
     def __post_init__(self) -> None:
         for name in ("scales", "warps", "iters"):
@@ -76,6 +80,8 @@ class TVNetConfig(ConfigMixin):
                 raise TVNetError(f"TVNet config: {name} needs {self.scales} entries (one per level, "
                                  f"finest first) each >= 1, got {list(value)}")
             object.__setattr__(self, name, value)
+        if self.finest_level < 0:
+            raise TVNetError(f"TVNet config: finest_level must be >= 0, got {self.finest_level}")
         if not 0.0 < self.zfactor < 1.0:
             raise TVNetError(f"TVNet config: zfactor must be in (0, 1), got {self.zfactor}")
         if self.grad_border not in ("replicate", "zero"):
@@ -90,8 +96,10 @@ class TVNetConfig(ConfigMixin):
         object.__setattr__(self, "u0_grid", tuple(int(v) for v in self.u0_grid))
 
     def level_sizes(self, h: int, w: int) -> list[tuple[int, int]]:
-        """Pyramid level sizes for an `h` x `w` image, finest first."""
-        return ops.pyramid_sizes(h, w, self.scales, self.zfactor, self.min_level)
+        """Sizes of the levels solved for an `h` x `w` image, finest first: the pyramid without
+        its `finest_level` finest levels (an image too small for them keeps its coarsest one)."""
+        sizes = ops.pyramid_sizes(h, w, self.scales + self.finest_level, self.zfactor, self.min_level)
+        return sizes[min(self.finest_level, len(sizes) - 1):]
 
     def replace(self, **changes) -> "TVNetConfig":
         """As `ConfigMixin.replace`; a new uniform `warps`/`iters` (e.g. `--iters 20`) drops the
@@ -116,7 +124,8 @@ class TVNetConfig(ConfigMixin):
             return str(values[0]) if len(set(values)) == 1 else ".".join(map(str, values))
 
         warps, iters = zip(*self.schedule())
-        return f"tvnet-{self.scales}-{part(warps)}-{part(iters)}"
+        skip = f"-f{self.finest_level}" if self.finest_level else ""
+        return f"tvnet-{self.scales}-{part(warps)}-{part(iters)}{skip}"
 
 
 def tv_l1_step(
@@ -230,12 +239,17 @@ class TVNet(nn.Module):
         super().__init__()
         self.config = config or TVNetConfig()
         f = torch.float32
-        self.centred_taps = nn.Parameter(torch.tensor(ops.CENTRED_TAPS, dtype=f))  # (2, 3)
-        self.forward_taps = nn.Parameter(torch.tensor(ops.FORWARD_TAPS, dtype=f))  # (2, 2)
-        self.backward_taps = nn.Parameter(torch.tensor(ops.BACKWARD_TAPS, dtype=f))  # (2, 2)
+        lead = (self.config.scales,) if self.config.per_level else ()  # (L,) per level, () shared
+
+        def taps(values: tuple) -> nn.Parameter:
+            return nn.Parameter(torch.tensor(values, dtype=f).expand(*lead, -1, -1).clone())
+
+        self.centred_taps = taps(ops.CENTRED_TAPS)  # ([L,] 2, 3)
+        self.forward_taps = taps(ops.FORWARD_TAPS)  # ([L,] 2, 2)
+        self.backward_taps = taps(ops.BACKWARD_TAPS)  # ([L,] 2, 2)
         self.u0 = nn.Parameter(torch.zeros(1, 2, *self.config.u0_grid, dtype=f))  # pixels
-        # tau, lambda, theta = config value * exp(log-multiplier); 0-d, untrained = exactly config
-        self.log_scalars = nn.ParameterDict({k: nn.Parameter(torch.zeros((), dtype=f)) for k in SCALARS})
+        # tau, lambda, theta = config value * exp(log-multiplier); ([L,]), untrained = exactly config
+        self.log_scalars = nn.ParameterDict({k: nn.Parameter(torch.zeros(lead, dtype=f)) for k in SCALARS})
         # Inference kernel (`kernels`): "auto" (C on CPU, Triton on CUDA, or $TVNET_BACKEND),
         # "torch", "c" or "triton". Training always runs the differentiable PyTorch step.
         self.backend = "auto"
@@ -281,11 +295,13 @@ class TVNet(nn.Module):
     def save(self, path: str | Path, meta: dict | None = None) -> None:
         """Write `{"version", "config", "state_dict", "meta"}`; atomic (temp file + rename).
 
-        Trained TV-L1 scalars are written as the config's tau/lam/theta, not as state, so the
-        file reads like any weights file (older tvnet versions load it too)."""
+        Trained TV-L1 scalars shared by all levels are written as the config's tau/lam/theta,
+        not as state, so the file reads like any weights file (older tvnet versions load it
+        too); per-level ones stay in the state as log-multipliers of the config's values."""
+        shared = not self.config.per_level
         state = {k: v.detach().cpu().clone() for k, v in self.state_dict().items()
-                 if not k.startswith("log_scalars.")}
-        cfg = self.config.replace(**self.scalar_values())
+                 if not (shared and k.startswith("log_scalars."))}
+        cfg = self.config.replace(**self.scalar_values()) if shared else self.config
         save_atomic({"version": WEIGHTS_VERSION, "config": cfg.to_dict(),
                      "state_dict": state, "meta": dict(meta or {})}, path)
 
@@ -297,10 +313,16 @@ class TVNet(nn.Module):
         """Log-multipliers of tau, lambda, theta (0-d)."""
         return [self.log_scalars[k] for k in SCALARS]
 
-    def scalar_values(self) -> dict[str, float]:
-        """Current tau, lam, theta as floats (config value x exp(multiplier)); one device read."""
+    def scalar_values(self) -> dict[str, float | list[float]]:
+        """Current tau, lam, theta (config value x exp(multiplier)): floats, or per level lists
+        (finest first) with `per_level`; one device read."""
         logs = torch.stack([self.log_scalars[k].detach() for k in SCALARS]).tolist()
-        return {k: getattr(self.config, k) * math.exp(v) for k, v in zip(SCALARS, logs)}
+
+        def value(k: str, v: float | list[float]) -> float | list[float]:
+            base = getattr(self.config, k)
+            return [base * math.exp(x) for x in v] if isinstance(v, list) else base * math.exp(v)
+
+        return {k: value(k, v) for k, v in zip(SCALARS, logs)}
 
     def _host_value(self, name: str, params: list[torch.Tensor], read: Callable[[], object]):
         """`read()` (a device read), cached until one of `params` changes (in place, by an
@@ -313,13 +335,20 @@ class TVNet(nn.Module):
             self._host_cache[name] = hit
         return hit[1]
 
-    def solver_scalars(self) -> tuple:
-        """(tau, lam, theta) for the solver: 0-d tensors while they train, floats otherwise
-        (exactly the config's while untrained)."""
+    def solver_scalars(self, level: int = 0) -> tuple:
+        """(tau, lam, theta) of pyramid `level` (0 = the finest solved) for the solver: 0-d
+        tensors while they train, floats otherwise (exactly the config's while untrained)."""
+        per = self.config.per_level
         if torch.is_grad_enabled() and any(p.requires_grad for p in self.scalar_parameters()):
-            return tuple(getattr(self.config, k) * self.log_scalars[k].exp() for k in SCALARS)
+            return tuple(getattr(self.config, k) * (self.log_scalars[k][level] if per else self.log_scalars[k]).exp()
+                         for k in SCALARS)
         values = self._host_value("scalars", self.scalar_parameters(), self.scalar_values)
-        return tuple(values[k] for k in SCALARS)
+        return tuple(values[k][level] if per else values[k] for k in SCALARS)
+
+    def level_taps(self, level: int = 0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(centred (2, 3), forward (2, 2), backward (2, 2)) taps of pyramid `level`."""
+        taps = (self.centred_taps, self.forward_taps, self.backward_taps)
+        return tuple(t[level] for t in taps) if self.config.per_level else taps
 
     def u0_is_zero(self) -> bool:
         """True while u0 is untrained (all zeros): the first warp is then skipped."""
@@ -363,7 +392,6 @@ class TVNet(nn.Module):
         cfg = self.config
         b, _, h, w = i0.shape
         sizes = cfg.level_sizes(h, w)
-        taps = (self.centred_taps, self.forward_taps, self.backward_taps)
         needs_grad = torch.is_grad_enabled() and (
             i0.requires_grad or i1.requires_grad or any(p.requires_grad for p in self.parameters()))
         if not needs_grad:  # inference, or a frozen TVNet on frozen inputs
@@ -372,16 +400,17 @@ class TVNet(nn.Module):
         else:
             self.last_backend = "torch"
             iterate = stepwise(_checkpointed_step if self.checkpoint else tv_l1_step)
-        scalars = self.solver_scalars()  # host floats, cached: no device read per forward
         u_is_zero = self.u0_is_zero()
         u = self.initial_flow(sizes[-1], (h, w), b)
-        schedule = cfg.schedule()[:len(sizes)]  # a small image has fewer levels: the finest ones
-        for size, (warps, iters) in zip(reversed(sizes), reversed(schedule)):  # coarsest first;
-            u = ops.resize_flow(u, size)  # every level resampled from full size
-            u = _tv_l1_level(ops.resize(i0, size), ops.resize(i1, size), u, cfg, taps, iterate,
-                             scalars, u_is_zero, warps, iters)
+        schedule = cfg.schedule()  # a small image has fewer levels: the finest ones
+        for level in reversed(range(len(sizes))):  # coarsest first; images resampled from full size
+            size, (warps, iters) = sizes[level], schedule[level]
+            u = ops.resize_flow(u, size)
+            # scalars: host floats, cached (no device read per forward), or tensors while training
+            u = _tv_l1_level(ops.resize(i0, size), ops.resize(i1, size), u, cfg, self.level_taps(level),
+                             iterate, self.solver_scalars(level), u_is_zero, warps, iters)
             u_is_zero = False
-        return u
+        return ops.resize_flow(u, (h, w))  # (B, 2, H, W): upsampled when finest_level > 0
 
     def energy(self, flow: torch.Tensor, i0: torch.Tensor, i1: torch.Tensor) -> torch.Tensor:
         """The exact TV-L1 energy `(B,)` of `flow` `(B, 2, H, W)` on prepared frames, with this
@@ -390,8 +419,8 @@ class TVNet(nn.Module):
         filters towards zero (which would lower the energy of any flow)."""
         from .energy import tvl1_energy
 
-        lam = self.solver_scalars()[1]
-        return tvl1_energy(flow, i0, i1, lam, taps=self.forward_taps.detach(), warp=self.config.warp)
+        lam = self.solver_scalars(0)[1]  # the finest level's: the energy is that of the output flow
+        return tvl1_energy(flow, i0, i1, lam, taps=self.level_taps(0)[1].detach(), warp=self.config.warp)
 
     def forward(self, frame0: torch.Tensor, frame1: torch.Tensor) -> torch.Tensor:
         i0, i1 = self.prepare(frame0, frame1)
