@@ -143,8 +143,8 @@ def test_per_level_parameters(backend, tmp_path):
     with torch.no_grad():
         per.log_scalars["lam"][2].add_(1.0)  # the coarsest level's lambda x e
         per.forward_taps[1].mul_(1.1)
-    assert per.solver_scalars(2)[1] == pytest.approx(0.15 * 2.718281828, rel=1e-6)
-    assert per.solver_scalars(0)[1] == pytest.approx(0.15)
+        assert per.solver_scalars(2)[1] == pytest.approx(0.15 * 2.718281828, rel=1e-6)
+        assert per.solver_scalars(0)[1] == pytest.approx(0.15)
     flow = per.predict(f0, f1)
     assert (flow - shared.predict(f0, f1)).abs().max() > 1e-3
     per.save(tmp_path / "p.pt")
