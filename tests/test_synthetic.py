@@ -58,3 +58,42 @@ def test_scenes_are_reproducible_and_their_flow_explains_the_frames(kind, textur
     by_gt = np.corrcoef(a, ops.warp(f1, gt, "bicubic")[0].numpy()[:, pair.valid].ravel())[0, 1]
     unmoved = np.corrcoef(a, f1[0].numpy()[:, pair.valid].ravel())[0, 1]
     assert by_gt > 0.9 and 1 - by_gt < 0.5 * (1 - unmoved)
+
+
+def test_make_flow_data_writes_a_chairs_dataset_that_train_and_epe_read(tmp_path):
+    """The command writes FlyingChairs-layout files whose frames and flow read back as the
+    generator made them (unknown where the flow leaves the frame), the same for the same seed,
+    and `train` (per level) and `epe` run on them."""
+    from click.testing import CliRunner
+
+    from tvnet_cli.cli import main
+    from tvnet_cli.data.synthetic import training_textures
+    from tvnet_cli.io.datasets import find_pairs, load_pair
+    from tvnet_cli.train.flow import TrainFlowConfig, train_flow
+
+    args = ["--per-kind", "1", "--kinds", "driving,small", "--size", "48x64", "--procedural", "2", "--seed", "4"]
+    for name in ("a", "b"):
+        res = CliRunner().invoke(main, ["make-flow-data", str(tmp_path / name), *args])
+        assert res.exit_code == 0, res.output
+    layout, pairs = find_pairs(tmp_path / "a", require_gt=True)
+    assert layout == "chairs" and len(pairs) == 2
+    for p in pairs:
+        assert (tmp_path / "a" / p.gt.name).read_bytes() == (tmp_path / "b" / p.gt.name).read_bytes()
+    tex = training_textures((), 2, seed=4)
+    expected = make_pairs("driving", tex, 1, size=(48, 64), seed=4)[0]  # first kind, first pair
+    got = load_pair(pairs[0])
+    assert np.array_equal(got.frame0, expected.frame0) and np.array_equal(got.frame1, expected.frame1)
+    assert np.array_equal(got.valid, expected.valid) and not expected.valid.all()  # expansion leaves the frame
+    assert np.allclose(got.gt[got.valid], expected.gt[expected.valid])
+
+    bad = CliRunner().invoke(main, ["make-flow-data", str(tmp_path / "c"), "--kinds", "moon"])
+    assert bad.exit_code != 0 and "--kinds must be among" in bad.output and "Traceback" not in bad.output
+
+    cfg = TrainFlowConfig(data=str(tmp_path / "a"), init="tvnet-2-1-3", per_level=True, train="filters+scalars",
+                          steps=3, lr=0.05, val_every=1, keep_best=False)
+    out = train_flow(cfg, tmp_path / "w.pt")
+    from tvnet_cli import TVNet
+
+    model = TVNet.from_file(out.weights)
+    assert model.config.per_level and model.centred_taps.shape == (2, 2, 3)
+    assert not torch.equal(model.centred_taps[0], model.centred_taps[1])  # the levels trained apart

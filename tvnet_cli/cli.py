@@ -27,6 +27,7 @@ COMMANDS = {
     "epe": "flow:epe",
     "train": "flow:train",
     "viz": "flow:viz",
+    "make-flow-data": "flow:make_flow_data",
     "train-action": "action:train_action",
     "eval-action": "action:eval_action",
     "make-toy-actions": "action:make_toy_actions",

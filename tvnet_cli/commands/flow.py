@@ -123,6 +123,8 @@ def epe(dataset: Path, layout: str | None, preset: str, weights: Path | None, si
 @click.option("--train", "train_part", default="all", show_default=True,
               help="What trains: all, or filters, u0 (initial flow), scalars (tau, lambda, theta) "
                    "or parts joined by '+' (e.g. filters+scalars).")
+@click.option("--per-level/--shared", default=False, show_default=True,
+              help="Train one set of filters and tau/lambda/theta per pyramid level (or one for all).")
 @click.option("--optimizer", type=click.Choice(["adam", "sgd"]), default="adam", show_default=True)
 @click.option("--lr", type=float, default=0.05, show_default=True, help="Learning rate (paper: 0.05).")
 @click.option("--u0-lr", type=float, default=None, help="Learning rate of u0 (default: --lr).")
@@ -154,7 +156,7 @@ def epe(dataset: Path, layout: str | None, preset: str, weights: Path | None, si
 @backend_option
 def train(dataset: Path | None, out: Path, videos: Path | None, layout: str | None, pairs: str | None,
           val_data: tuple[Path, ...], val_pairs: str | None, init: str, smooth_sigma: float | None,
-          theta: float | None, train_part: str, optimizer: str, lr: float, u0_lr: float | None,
+          theta: float | None, train_part: str, per_level: bool, optimizer: str, lr: float, u0_lr: float | None,
           scalar_lr: float | None, u0_decay: float, u0_smooth: float,
           steps: int, batch: int, crop: str | None, flip: bool, transpose: bool, scale: float, video_frames: int,
           video_size: str | None, val_every: int, keep_best: bool, eval_limit: int, checkpoint_every: int,
@@ -175,7 +177,7 @@ def train(dataset: Path | None, out: Path, videos: Path | None, layout: str | No
     cfg = TrainFlowConfig(
         data=str(videos or dataset), layout=layout, pairs=_names(pairs),
         val_data=tuple(str(v) for v in val_data), val_pairs=_names(val_pairs), init=init,
-        smooth_sigma=smooth_sigma, theta=theta, train=train_part,
+        smooth_sigma=smooth_sigma, theta=theta, train=train_part, per_level=per_level,
         optimizer=optimizer, lr=lr, u0_lr=u0_lr, scalar_lr=scalar_lr, u0_decay=u0_decay, u0_smooth=u0_smooth,
         steps=steps, batch=batch, crop=_size(crop), flip=flip, transpose=transpose,
         scale=scale, unsupervised=videos is not None, video_frames=video_frames, video_size=_size(video_size),
@@ -230,3 +232,43 @@ def viz(flow: Path, out: Path, max_flow: float | None, bound: float | None, fmt:
         written = render(flow, out, VizConfig(max_flow=max_flow, bound=bound, legend=legend, fps=fps, format=fmt),
                          lambda i, n: bar.update(task, completed=i, total=n))
     click.echo(f"wrote {len(written)} file(s) to {out}")
+
+
+# -- make-flow-data ------------------------------------------------------------------------------
+@click.command("make-flow-data")
+@click.argument("out", type=click.Path(path_type=Path))
+@click.option("--per-kind", type=click.IntRange(min=1), default=100, show_default=True,
+              help="Pairs of each kind of scene.")
+@click.option("--kinds", default="driving,sintel,chairs,small", show_default=True,
+              help="Kinds of scene (motion like KITTI, Sintel, FlyingChairs, Middlebury), comma separated.")
+@click.option("--size", default="256x340", show_default=True, help="Frame size HxW.")
+@click.option("--textures", multiple=True, type=click.Path(exists=True, path_type=Path),
+              help="Images or videos (files or folders) to cut textures from, besides the procedural ones. "
+                   "Their licences decide whether weights trained on the result may be shipped.")
+@click.option("--procedural", type=click.IntRange(min=0), default=8, show_default=True,
+              help="Procedural textures (owe nothing to any data set).")
+@click.option("--seed", type=int, default=0, show_default=True, help="Same seed, same files.")
+def make_flow_data(out: Path, per_kind: int, kinds: str, size: str, textures: tuple[Path, ...], procedural: int,
+                   seed: int) -> None:
+    """Generate frame pairs with exact optical flow into OUT (FlyingChairs layout), for
+    `tvnet train` and `tvnet epe`: textured layers moved by their own homographies, with
+    occlusions, lighting changes and noise."""
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    from ..data.synthetic import KINDS, training_textures, write_dataset
+    from ..errors import TVNetError
+
+    chosen = _names(kinds)
+    if not chosen or not set(chosen) <= set(KINDS):
+        raise TVNetError(f"--kinds must be among {', '.join(KINDS)}, not {kinds!r}")
+    tex = training_textures(textures, procedural, seed=seed)
+    if not tex:
+        raise TVNetError("no textures: give --textures or --procedural >= 1")
+    console = Console(stderr=True)
+    cols = (TextColumn("rendering"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
+    with Progress(*cols, console=console, disable=not console.is_terminal) as bar:
+        task = bar.add_task("render", total=per_kind * len(chosen))
+        n = write_dataset(out, tex, per_kind, chosen, _size(size), seed,
+                          progress=lambda done, total: bar.update(task, completed=done))
+    console.print(f"{n} pairs with exact flow in {out} ({len(tex)} textures)")

@@ -9,6 +9,7 @@ scalars tau, lambda and theta, each as a log-multiplier of its config value (0 =
 
 from __future__ import annotations
 
+import copy
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -304,6 +305,19 @@ class TVNet(nn.Module):
         cfg = self.config.replace(**self.scalar_values()) if shared else self.config
         save_atomic({"version": WEIGHTS_VERSION, "config": cfg.to_dict(),
                      "state_dict": state, "meta": dict(meta or {})}, path)
+
+    def split_levels(self) -> "TVNet":
+        """A `per_level` copy of this model: every level starts from the shared taps and
+        scalars (the same flow), so that training can set them apart."""
+        if self.config.per_level:
+            return copy.deepcopy(self)
+        model = TVNet(self.config.replace(per_level=True, **self.scalar_values())).to(self.u0.device)
+        with torch.no_grad():
+            for name in ("centred_taps", "forward_taps", "backward_taps"):
+                getattr(model, name).copy_(getattr(self, name).detach().expand_as(getattr(model, name)))
+            model.u0.copy_(self.u0.detach())
+        model.backend = self.backend
+        return model
 
     # -- what trains ----------------------------------------------------------------------
     def filter_parameters(self) -> list[nn.Parameter]:

@@ -54,6 +54,7 @@ class TrainFlowConfig(ConfigMixin):
     init: str = "tvnet-50"  # preset name or weights file to start from
     smooth_sigma: float | None = None  # override the model's pre-smoothing (None = keep)
     theta: float | None = None  # override the model's TV-L1 coupling theta (None = keep)
+    per_level: bool = False  # train one set of taps and tau/lambda/theta per pyramid level
     train: str = "all"  # all (= filters+u0+scalars) | filters | u0 | scalars, or parts joined by "+"
     optimizer: str = "adam"  # adam | sgd (momentum 0.9)
     lr: float = 0.05
@@ -149,6 +150,8 @@ def u0_penalty(model: TVNet, cfg: TrainFlowConfig) -> torch.Tensor | float:
 # -- training ----------------------------------------------------------------------------------
 def _make_model(cfg: TrainFlowConfig, device: torch.device) -> TVNet:
     model = load_model(cfg.init, {"smooth_sigma": cfg.smooth_sigma, "theta": cfg.theta}, cfg.backend)
+    if cfg.per_level:
+        model = model.split_levels()
     model.set_trainable(cfg.train)
     return model.to(device)
 
