@@ -32,9 +32,15 @@ PRESETS: dict[str, TVNetConfig] = {
     # so they get the warps and iterations. Chosen by mean EPE on synthetic pairs with exact flow
     # (not on the real ground truth), each the best of the sweep in its cost class (issue 13):
     # about TVNet-50's cost (1.2x), and about twice it (~1/3 of tvl1).
-    "tvl1-fast": TVNetConfig(5, 1, 10, level_warps=(1, 1, 2, 3, 5), level_iters=(10, 20, 30, 50, 50)),
+    # Both with brightness="bias" (a global exposure change is not motion): synthetic EPE -23 %,
+    # real pairs without such a change unchanged or better (BENCHMARKS.md, issue 13).
+    "tvl1-fast": TVNetConfig(5, 1, 10, level_warps=(1, 1, 2, 3, 5), level_iters=(10, 20, 30, 50, 50),
+                             brightness="bias"),
     "tvl1-medium": TVNetConfig(5, 2, 10, level_warps=(2, 3, 5, 5, 5), level_iters=(10, 20, 30, 50, 50),
-                               smooth_sigma=0.0),
+                               smooth_sigma=0.0, brightness="bias"),
+    # Half resolution (finest_level=1, as OpenCV DIS's finest scale): ~1/4 of the work, for DIS's cost
+    "tvl1-half": TVNetConfig(4, 2, 10, level_warps=(2, 3, 5, 5), level_iters=(10, 20, 30, 50),
+                             smooth_sigma=0.0, brightness="bias", finest_level=1),
 }
 
 _PATTERN = re.compile(r"^tvnet-(\d+)-(\d+(?:\.\d+)*)-(\d+(?:\.\d+)*)(?:-f(\d+))?$")

@@ -65,6 +65,10 @@ class TVNetConfig(ConfigMixin):
     level_iters: tuple[int, ...] | None = None
     finest_level: int = 0  # pyramid levels skipped at the fine end: the solve stops there and its
     # flow is upsampled (1 = half resolution, as OpenCV DIS's finest scale; each level is ~4x cheaper)
+    brightness: str = "constant"  # "constant": TV-L1's brightness constancy; "bias": at every warp
+    # the warped frame 1 is shifted by the median of (frame 0 - it) over the pixels that stay
+    # inside, so a global exposure change (auto-exposure, lighting) is not read as motion
+    # (BENCHMARKS.md, issue 13: synthetic EPE -25 %, real pairs without such change unchanged)
     per_level: bool = False  # one set of filter taps and tau/lambda/theta per level (trained apart;
     # index 0 = the finest level solved); False = one set shared by every level (the paper)
 
@@ -89,6 +93,8 @@ class TVNetConfig(ConfigMixin):
             raise TVNetError(f"TVNet config: grad_border must be replicate or zero, got {self.grad_border!r}")
         if self.data_outside not in ("off", "border"):
             raise TVNetError(f"TVNet config: data_outside must be off or border, got {self.data_outside!r}")
+        if self.brightness not in ("constant", "bias"):
+            raise TVNetError(f"TVNet config: brightness must be constant or bias, got {self.brightness!r}")
         if self.warp not in ("bilinear", "bicubic"):
             raise TVNetError(f"TVNet config: warp must be bilinear or bicubic, got {self.warp!r}")
         for name in ("tau", "lam", "theta"):
@@ -204,9 +210,11 @@ def _tv_l1_level(
         identity = k == 0 and u_is_zero  # a warp by zero flow: nothing to warp, nothing leaves
         w = stack if identity else ops.warp(stack, u, cfg.warp)
         i1w, grad_i = w[:, :1], w[:, 1:]  # (B, 1, h, w), (B, 2, h, w)
-        if cfg.data_outside == "off" and not identity:
+        inside = None if identity else ops.inside(u).to(u.dtype)  # (B, 1, h, w)
+        if cfg.brightness == "bias":
+            i1w = i1w + ops.median_offset(i0, i1w, inside)
+        if cfg.data_outside == "off" and inside is not None:
             # no data term where x + u leaves the image: nothing there says where it went
-            inside = ops.inside(u).to(u.dtype)  # (B, 1, h, w)
             i1w, grad_i = i1w * inside + i0 * (1 - inside), grad_i * inside
         grad_sq = ops.dot2(grad_i, grad_i) + cfg.eps
         rho_c = i1w - ops.dot2(grad_i, u) - i0  # rho(u) = rho_c + gradI.u

@@ -35,7 +35,7 @@ TRAINABLE = ("all", *TRAINABLE_PARTS)  # or parts joined by "+", e.g. "filters+s
 OPTIMIZERS = ("adam", "sgd")
 # config fields a --resume may change (scaffold's policy: all others must equal the checkpoint's);
 # data, layout, pairs, init, smooth_sigma, theta, train, optimizer and unsupervised must match
-RESUME_MAY_CHANGE = ("val_data", "val_layout", "val_pairs", "lr", "u0_lr", "scalar_lr", "u0_decay", "u0_smooth",
+RESUME_MAY_CHANGE = ("val_data", "loss_power", "val_layout", "val_pairs", "lr", "u0_lr", "scalar_lr", "u0_decay", "u0_smooth",
                      "steps", "batch", "crop", "flip", "transpose", "scale", "video_frames", "video_size",
                      "val_every", "keep_best", "eval_limit", "checkpoint_every", "seed", "threads", "device",
                      "backend")
@@ -58,6 +58,8 @@ class TrainFlowConfig(ConfigMixin):
     train: str = "all"  # all (= filters+u0+scalars) | filters | u0 | scalars, or parts joined by "+"
     optimizer: str = "adam"  # adam | sgd (momentum 0.9)
     lr: float = 0.05
+    loss_power: float = 1.0  # per-pixel loss (EPE + 0.01)^q: 1 = EPE (the paper); below 1 (e.g. 0.4) the
+    # pixels where the solver failed (large EPE) weigh less, so they do not decide every step
     u0_lr: float | None = None  # learning rate of u0 (pixels) if different from lr (filters)
     scalar_lr: float | None = None  # learning rate of the log tau/lambda/theta multipliers (None = lr)
     u0_decay: float = 0.0  # penalty weight on u0's mean square (px^2): keeps the initial flow small
@@ -87,10 +89,10 @@ class TrainFlowConfig(ConfigMixin):
         if self.optimizer not in OPTIMIZERS:
             raise TVNetError(f"optimizer must be one of {', '.join(OPTIMIZERS)}, not {self.optimizer!r}")
         if (self.steps < 0 or self.batch < 1 or self.lr <= 0 or self.scale <= 0 or (self.u0_lr or 1) <= 0
-                or (self.scalar_lr or 1) <= 0 or self.u0_decay < 0 or self.u0_smooth < 0):
-            raise TVNetError("steps >= 0, batch >= 1, lr > 0, u0_lr > 0, scalar_lr > 0, scale > 0 and "
+                or (self.scalar_lr or 1) <= 0 or self.u0_decay < 0 or self.u0_smooth < 0 or self.loss_power <= 0):
+            raise TVNetError("steps >= 0, batch >= 1, lr > 0, u0_lr > 0, scalar_lr > 0, scale > 0, loss_power > 0 and "
                              "u0_decay, u0_smooth >= 0 are required")
-        for name in ("lr", "u0_lr", "scalar_lr", "scale", "u0_decay", "u0_smooth", "smooth_sigma", "theta"):
+        for name in ("lr", "loss_power", "u0_lr", "scalar_lr", "scale", "u0_decay", "u0_smooth", "smooth_sigma", "theta"):
             v = getattr(self, name)
             if v is not None and not math.isfinite(v):  # NaN passes every comparison above
                 raise TVNetError(f"--{name.replace('_', '-')} must be a finite number, got {v}")
@@ -271,6 +273,8 @@ def _train(cfg: TrainFlowConfig, out: Path, device: torch.device, resume: bool,
                 f0, f1, gt, valid = (t.to(device) for t in augment(list(item), 2))
                 flow = model(f0, f1)
                 epe = torch.sqrt(((flow - gt) ** 2).sum(dim=1, keepdim=True) + 1e-8)  # (1, 1, h, w)
+                if cfg.loss_power != 1.0:
+                    epe = (epe + 0.01) ** cfg.loss_power
                 loss = (epe * valid).sum() / valid.sum().clamp_min(1.0)
             loss = loss + u0_penalty(model, cfg)
             (loss / cfg.batch).backward()
