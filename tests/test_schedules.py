@@ -4,6 +4,7 @@ names, and that the solver runs exactly the schedule it is given."""
 from __future__ import annotations
 
 import json
+import math
 
 import pytest
 import torch
@@ -175,3 +176,15 @@ def test_brightness_bias_ignores_an_exposure_change():
         errors[mode] = ((bright - true)[inner].norm(dim=1).mean().item(), (plain - true)[inner].norm(dim=1).mean().item())
     assert errors["bias"][0] < 0.3 * errors["constant"][0]  # the exposure change no longer moves the flow
     assert errors["bias"][1] < errors["constant"][1] + 0.05  # and without a change nothing is lost
+
+
+def test_split_levels_keeps_the_flow_of_a_trained_shared_model():
+    f0, f1 = _frames()
+    shared = TVNet(TVNetConfig(3, 2, 5))
+    with torch.no_grad():
+        shared.log_scalars["theta"].add_(0.3)
+        shared.centred_taps.mul_(1.2)
+    split = shared.split_levels()
+    assert split.config.per_level and split.config.theta == pytest.approx(0.3 * math.exp(0.3))
+    assert split.centred_taps.shape == (3, 2, 3)
+    assert torch.allclose(split.predict(f0, f1), shared.predict(f0, f1), atol=1e-5)
