@@ -358,6 +358,20 @@ class TVNet(nn.Module):
         u0 = ops.scale_flow(ops.resize(self.u0, size), size[1] / full[1], size[0] / full[0])
         return u0.expand(batch, -1, -1, -1)
 
+    def _c_plan(self, sizes: list[tuple[int, int]], schedule: list[tuple[int, int]], scalars: tuple,
+                u_is_zero: bool):
+        """The `kernels.cpu.Plan` of `solve` (levels coarsest first; host floats, cached)."""
+        from ..kernels.cpu import Level, Plan
+
+        cfg, params = self.config, self.filter_parameters()
+        centred, forward, backward = self._host_value(
+            "taps", params, lambda: tuple(tuple(p.detach().flatten().tolist()) for p in params))
+        tau, lam, theta = scalars
+        consts = (lam * theta, theta, tau / theta, cfg.eps)
+        levels = tuple(Level(size, warps, iters, centred, forward, backward, consts)
+                       for size, (warps, iters) in zip(reversed(sizes), reversed(schedule)))
+        return Plan(levels, cfg.grad_border, cfg.data_outside, cfg.warp, u_is_zero)
+
     def solve(self, i0: torch.Tensor, i1: torch.Tensor) -> torch.Tensor:
         """Coarse-to-fine TV-L1 on prepared grey frames `(B, 1, H, W)` -> flow `(B, 2, H, W)`."""
         cfg = self.config
@@ -376,6 +390,11 @@ class TVNet(nn.Module):
         u_is_zero = self.u0_is_zero()
         u = self.initial_flow(sizes[-1], (h, w), b)
         schedule = cfg.schedule()[:len(sizes)]  # a small image has fewer levels: the finest ones
+        if self.last_backend == "c" and not needs_grad and cfg.stop_tol == 0:  # all of it in C
+            from ..kernels import cpu
+
+            plan = self._c_plan(sizes, schedule, scalars, u_is_zero)
+            return cpu.solve(i0, i1, u, plan, threads=torch.get_num_threads())
         for size, (warps, iters) in zip(reversed(sizes), reversed(schedule)):  # coarsest first;
             u = ops.resize_flow(u, size)  # every level resampled from full size
             u = _tv_l1_level(ops.resize(i0, size), ops.resize(i1, size), u, cfg, taps, iterate,
