@@ -314,13 +314,26 @@ static inline int clamp_index(float v, int n) {
     return (int)v;
 }
 
+/* How `ops.warp` reaches grid_sample's pixel coordinates: x -> x * 2 / (w - 1) - 1 -> (. + 1) * (w - 1) / 2. */
+typedef struct {
+    float nx, ny, sx, sy; /* normalising and un-normalising factors */
+    int h, w;
+} Grid;
+
+static Grid grid(int h, int w) {
+    Grid g = {(float)(2.0 / (w - 1 > 1 ? w - 1 : 1)), (float)(2.0 / (h - 1 > 1 ? h - 1 : 1)),
+              (float)(w - 1) / 2.0f, (float)(h - 1) / 2.0f, h, w};
+    return g;
+}
+
 /* `F.grid_sample(padding_mode="border", align_corners=True)` of `np` planes at pixel position
- * (px, py), as `ops.warp` reaches it: normalised to [-1, 1] and back. Bicubic clamps each of
- * its 16 taps to the image (not the position); bilinear clamps the position. */
-static inline void sample(const float *const *planes, int np, int h, int w, float px, float py,
+ * (px, py). Bicubic clamps each of its 16 taps to the image (not the position); bilinear
+ * clamps the position. */
+static inline void sample(const float *const *planes, int np, const Grid *g, float px, float py,
                           int bilinear, float *out) {
-    float X = (px * (float)(2.0 / (w - 1 > 1 ? w - 1 : 1)) - 1.0f + 1.0f) * ((float)(w - 1) / 2.0f);
-    float Y = (py * (float)(2.0 / (h - 1 > 1 ? h - 1 : 1)) - 1.0f + 1.0f) * ((float)(h - 1) / 2.0f);
+    const int h = g->h, w = g->w;
+    float X = (px * g->nx - 1.0f + 1.0f) * g->sx;
+    float Y = (py * g->ny - 1.0f + 1.0f) * g->sy;
     if (bilinear) {
         X = X < 0.0f ? 0.0f : (X > (float)(w - 1) ? (float)(w - 1) : X);
         Y = Y < 0.0f ? 0.0f : (Y > (float)(h - 1) ? (float)(h - 1) : Y);
@@ -339,6 +352,17 @@ static inline void sample(const float *const *planes, int np, int h, int w, floa
     float fx = floorf(X), fy = floorf(Y), cx[4], cy[4];
     cubic_weights(X - fx, cx);
     cubic_weights(Y - fy, cy);
+    if (fx >= 1.0f && fx <= (float)(w - 3) && fy >= 1.0f && fy <= (float)(h - 3)) { /* no tap clamped */
+        size_t o = (size_t)((int)fy - 1) * w + ((int)fx - 1);
+        for (int c = 0; c < np; c++) {
+            const float *p = planes[c] + o;
+            float r[4];
+            for (int k = 0; k < 4; k++, p += w)
+                r[k] = ((cx[0] * p[0] + cx[1] * p[1]) + cx[2] * p[2]) + cx[3] * p[3];
+            out[c] = ((cy[0] * r[0] + cy[1] * r[1]) + cy[2] * r[2]) + cy[3] * r[3];
+        }
+        return;
+    }
     int xs[4];
     size_t ys[4];
     for (int k = 0; k < 4; k++) {
@@ -356,6 +380,37 @@ static inline void sample(const float *const *planes, int np, int h, int w, floa
     }
 }
 
+typedef float v4 __attribute__((vector_size(16)));
+
+/* `sample` of 3 planes stored interleaved (h, w, 4: i1, ix, iy, unused), bicubic: the three
+ * planes in the lanes of one vector, each lane the same arithmetic as `sample`. */
+static inline v4 sample3_cubic(const v4 *st, const Grid *g, float px, float py) {
+    const int h = g->h, w = g->w;
+    float X = (px * g->nx - 1.0f + 1.0f) * g->sx;
+    float Y = (py * g->ny - 1.0f + 1.0f) * g->sy;
+    float fx = floorf(X), fy = floorf(Y), cx[4], cy[4];
+    cubic_weights(X - fx, cx);
+    cubic_weights(Y - fy, cy);
+    v4 r[4];
+    if (fx >= 1.0f && fx <= (float)(w - 3) && fy >= 1.0f && fy <= (float)(h - 3)) { /* no tap clamped */
+        const v4 *p = st + (size_t)((int)fy - 1) * w + ((int)fx - 1);
+        for (int k = 0; k < 4; k++, p += w)
+            r[k] = ((cx[0] * p[0] + cx[1] * p[1]) + cx[2] * p[2]) + cx[3] * p[3];
+    } else {
+        int xs[4];
+        size_t ys[4];
+        for (int k = 0; k < 4; k++) {
+            xs[k] = clamp_index(fx + (float)(k - 1), w);
+            ys[k] = (size_t)clamp_index(fy + (float)(k - 1), h) * w;
+        }
+        for (int k = 0; k < 4; k++) {
+            const v4 *row = st + ys[k];
+            r[k] = ((cx[0] * row[xs[0]] + cx[1] * row[xs[1]]) + cx[2] * row[xs[2]]) + cx[3] * row[xs[3]];
+        }
+    }
+    return ((cy[0] * r[0] + cy[1] * r[1]) + cy[2] * r[2]) + cy[3] * r[3];
+}
+
 /* `ops.warp` of `np` (<= 4) planes (np, h, w) by the flow u (2, h, w) (exported for the tests). */
 int tvl1_warp(int h, int w, int np, const float *src, const float *u, int bilinear, float *dst) {
     size_t n = (size_t)h * w;
@@ -363,10 +418,11 @@ int tvl1_warp(int h, int w, int np, const float *src, const float *u, int biline
     float v[4];
     if (np > 4) return -1;
     for (int c = 0; c < np; c++) planes[c] = src + c * n;
+    Grid g = grid(h, w);
     for (int y = 0; y < h; y++)
         for (int x = 0; x < w; x++) {
             size_t o = (size_t)y * w + x;
-            sample(planes, np, h, w, (float)x + u[o], (float)y + u[n + o], bilinear, v);
+            sample(planes, np, &g, (float)x + u[o], (float)y + u[n + o], bilinear, v);
             for (int c = 0; c < np; c++) dst[c * n + o] = v[c];
         }
     return 0;
@@ -378,10 +434,12 @@ enum { REPLICATE = 1, DATA_BORDER = 2, BILINEAR = 4, U_IS_ZERO = 8 };
 
 /* One warp of `_tv_l1_level`: warp i1, ix, iy by u (or not: `identity`), blank the data term
  * where x + u leaves the image (unless `border`), then grad_i, grad_sq and rho_c. */
-static void warp_data(int h, int w, const float *i0, const float *const *stack, const float *u,
-                      int identity, int border, int bilinear, float eps, float *gi, float *gsq, float *rc) {
+static void warp_data(int h, int w, const float *i0, const float *const *stack, const v4 *inter,
+                      const float *u, int identity, int border, int bilinear, float eps, float *gi,
+                      float *gsq, float *rc) {
     size_t n = (size_t)h * w;
     const float lox = -0.5f, hix = (float)(w - 1) + 0.5f, hiy = (float)(h - 1) + 0.5f;
+    Grid g = grid(h, w);
     for (int y = 0; y < h; y++)
         for (int x = 0; x < w; x++) {
             size_t o = (size_t)y * w + x;
@@ -390,7 +448,12 @@ static void warp_data(int h, int w, const float *i0, const float *const *stack, 
                 v[0] = stack[0][o], v[1] = stack[1][o], v[2] = stack[2][o];
             } else {
                 float px = (float)x + u1, py = (float)y + u2;
-                sample(stack, 3, h, w, px, py, bilinear, v);
+                if (bilinear) {
+                    sample(stack, 3, &g, px, py, 1, v);
+                } else {
+                    v4 s = sample3_cubic(inter, &g, px, py);
+                    v[0] = s[0], v[1] = s[1], v[2] = s[2];
+                }
                 if (!border && !(px >= lox && px <= hix && py >= lox && py <= hiy))
                     v[0] = i0[o], v[1] = 0.0f, v[2] = 0.0f;
             }
@@ -414,8 +477,9 @@ int tvl1_solve(int H, int W, const float *i0, const float *i1, const float *u_in
         size_t n = (size_t)shape[l * LEVEL_INTS] * shape[l * LEVEL_INTS + 1];
         big = n > big ? n : big;
     }
-    float *mem = malloc(16 * big * sizeof(float));
+    float *mem = aligned_alloc(16, 20 * big * sizeof(float));
     if (!mem) return -1;
+    v4 *inter = (v4 *)(mem + 16 * big); /* i1, ix, iy interleaved for the bicubic warp */
     float *l0 = mem, *l1 = mem + big, *gx = mem + 2 * big, *gy = mem + 3 * big, *u = mem + 4 * big,
           *px = mem + 6 * big, *py = mem + 8 * big, *gi = mem + 10 * big, *gsq = mem + 12 * big,
           *rc = mem + 13 * big, *tmp = mem + 14 * big;
@@ -439,13 +503,15 @@ int tvl1_solve(int H, int W, const float *i0, const float *i1, const float *u_in
         }
         tvl1_centred_gradient(h, w, b, p, flags & REPLICATE, gx, gy);
         const float *stack[3] = {b, gx, gy};
+        if (!(flags & BILINEAR))
+            for (size_t i = 0; i < n; i++) inter[i] = (v4){b[i], gx[i], gy[i], 0.0f};
         memset(px, 0, 2 * n * sizeof(float));
         memset(py, 0, 2 * n * sizeof(float));
         Params k = params(p + 6, p + 14);
         Buf buf = {u, px, py, gi, gsq, rc, n, n, h, w};
         for (int warp = 0; warp < s[2]; warp++) {
             int identity = l == 0 && warp == 0 && (flags & U_IS_ZERO);
-            warp_data(h, w, a, stack, u, identity, flags & DATA_BORDER, flags & BILINEAR, p[17], gi, gsq, rc);
+            warp_data(h, w, a, stack, inter, u, identity, flags & DATA_BORDER, flags & BILINEAR, p[17], gi, gsq, rc);
             run(&k, &buf, s[3], group);
         }
         ph = h, pw = w;
