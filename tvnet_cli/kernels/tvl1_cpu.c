@@ -189,10 +189,13 @@ static inline int imax(int a, int b) { return a > b ? a : b; }
 /* `F.interpolate(mode="area")` = adaptive average pooling: output pixel i averages input
  * [floor(i*in/out), ceil((i+1)*in/out)) in each direction, summed row by row. */
 static void area_resize(const float *src, int H, int W, float *dst, int h, int w) {
+    int xa[w], xb[w]; /* column windows, computed once */
+    for (int ox = 0; ox < w; ox++)
+        xa[ox] = (int)((long)ox * W / w), xb[ox] = (int)(((long)(ox + 1) * W + w - 1) / w);
     for (int oy = 0; oy < h; oy++) {
         int y0 = (int)((long)oy * H / h), y1 = (int)(((long)(oy + 1) * H + h - 1) / h);
         for (int ox = 0; ox < w; ox++) {
-            int x0 = (int)((long)ox * W / w), x1 = (int)(((long)(ox + 1) * W + w - 1) / w);
+            int x0 = xa[ox], x1 = xb[ox];
             float sum = 0.0f;
             for (int y = y0; y < y1; y++)
                 for (int x = x0; x < x1; x++) sum += src[(size_t)y * W + x];
@@ -224,17 +227,17 @@ static void linear_tap(int o, int in, int out, int *i0, int *i1, float *l0, floa
 
 /* `F.interpolate(mode="bilinear", align_corners=False)` of one plane. */
 static void bilinear_resize(const float *src, int H, int W, float *dst, int h, int w) {
+    int xa[w], xb[w]; /* column taps, computed once */
+    float va[w], vb[w];
+    for (int ox = 0; ox < w; ox++) linear_tap(ox, W, w, &xa[ox], &xb[ox], &va[ox], &vb[ox]);
     for (int oy = 0; oy < h; oy++) {
         int ya, yb;
         float wa, wb;
         linear_tap(oy, H, h, &ya, &yb, &wa, &wb);
         const float *ra = src + (size_t)ya * W, *rb = src + (size_t)yb * W;
-        for (int ox = 0; ox < w; ox++) {
-            int xa, xb;
-            float va, vb;
-            linear_tap(ox, W, w, &xa, &xb, &va, &vb);
-            dst[(size_t)oy * w + ox] = (ra[xa] * va + ra[xb] * vb) * wa + (rb[xa] * va + rb[xb] * vb) * wb;
-        }
+        for (int ox = 0; ox < w; ox++)
+            dst[(size_t)oy * w + ox] = (ra[xa[ox]] * va[ox] + ra[xb[ox]] * vb[ox]) * wa
+                                       + (rb[xa[ox]] * va[ox] + rb[xb[ox]] * vb[ox]) * wb;
     }
 }
 
