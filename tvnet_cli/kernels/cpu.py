@@ -17,6 +17,8 @@ import platform
 import shutil
 import subprocess
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 
 import torch
@@ -24,7 +26,8 @@ import torch
 from .cache import kernel_folders, safe_file
 
 SOURCE = Path(__file__).with_name("tvl1_cpu.c")
-FLAGS = ["-O3", "-march=native", "-fno-math-errno", "-fPIC", "-shared", "-std=gnu99"]
+FLAGS = ["-O3", "-march=native", "-fno-math-errno", "-ffp-contract=off", "-fPIC", "-shared", "-std=gnu99"]
+# -ffp-contract=off: no fused multiply-adds, so each product and sum rounds as in PyTorch's ops
 GROUP = 8  # iterations per sweep: rows in flight x 16 planes stay in L2 at video widths
 ROUND = 16  # iterations per round of row bands (ghost rows = ROUND + 2 on each inner side)
 _LIB: list = []  # [CDLL or None] once tried
@@ -87,7 +90,13 @@ def library() -> ctypes.CDLL | None:
         p, i = ctypes.c_void_p, ctypes.c_int
         lib.tvl1_image.argtypes = [i, i, i, i] + [p] * 8
         lib.tvl1_band.argtypes = [i] * 6 + [p] * 11
-        lib.tvl1_image.restype = lib.tvl1_band.restype = i
+        lib.tvl1_solve.argtypes = [i, i, p, p, p, i, p, p, i, i, p]
+        lib.tvl1_resize.argtypes = lib.tvl1_resize_flow.argtypes = [i, i, p, i, i, p]
+        lib.tvl1_centred_gradient.argtypes = [i, i, p, p, i, p, p]
+        lib.tvl1_warp.argtypes = [i, i, i, p, p, i, p]
+        for f in (lib.tvl1_image, lib.tvl1_band, lib.tvl1_solve, lib.tvl1_resize, lib.tvl1_resize_flow,
+                  lib.tvl1_centred_gradient, lib.tvl1_warp):
+            f.restype = i
     else:
         unavailable = (errors[-1] if errors else "no kernel folder")[:300]
     _LIB.append(lib)
@@ -160,3 +169,69 @@ def iterate(u: torch.Tensor, px: torch.Tensor, py: torch.Tensor, grad_i: torch.T
     if any(codes):
         raise MemoryError("CPU TV-L1 kernel: out of memory for its band buffers")
     return state[0], state[1], state[2]
+
+
+@dataclass(frozen=True)
+class Level:
+    """One pyramid level of a `Plan`: its size, schedule and parameters as host floats."""
+
+    size: tuple[int, int]  # (h, w)
+    warps: int
+    iters: int
+    centred: tuple[float, ...]  # (2, 3) taps, flattened: x row then y row
+    forward: tuple[float, ...]  # (2, 2)
+    backward: tuple[float, ...]  # (2, 2)
+    consts: tuple[float, float, float, float]  # lambda*theta, theta, tau/theta, eps
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What `solve` runs: levels coarsest first (the last one is the output size, which may be
+    smaller than the frames), and the model's options (`TVNetConfig` fields of the same names).
+    `u_is_zero`: the initial flow is zero, so the first warp is the identity and is skipped."""
+
+    levels: tuple[Level, ...]
+    grad_border: str = "zero"
+    data_outside: str = "off"
+    warp: str = "bicubic"
+    u_is_zero: bool = False
+    brightness: str = "constant"
+
+    @cached_property
+    def packed(self) -> tuple[ctypes.Array, ctypes.Array, int]:
+        """(shape ints (L, 4), parameter floats (L, 18), flags) as `tvl1_solve` takes them."""
+        ints = [v for lv in self.levels for v in (*lv.size, lv.warps, lv.iters)]
+        floats = [float(v) for lv in self.levels for v in (*lv.centred, *lv.forward, *lv.backward, *lv.consts)]
+        assert len(floats) == 18 * len(self.levels) and self.levels, "a level needs 6 + 4 + 4 taps and 4 consts"
+        flags = ((self.grad_border == "replicate") | (self.data_outside == "border") << 1
+                 | (self.warp == "bilinear") << 2 | bool(self.u_is_zero) << 3 | (self.brightness == "bias") << 4)
+        return (ctypes.c_int * len(ints))(*ints), (ctypes.c_float * len(floats))(*floats), flags
+
+
+def solve(i0: torch.Tensor, i1: torch.Tensor, u: torch.Tensor, plan: Plan, threads: int = 1) -> torch.Tensor:
+    """The whole coarse-to-fine TV-L1 solve in C (`TVNet.solve` without per-op dispatch).
+
+    `i0`, `i1` prepared grey float32 frames `(B, 1, H, W)`; `u` the initial flow at the first
+    (coarsest) level `(B, 2, h, w)`; returns the flow at the last level `(B, 2, h', w')`.
+    Images run in parallel on `threads` pool threads when B > 1. Reads no tensor value.
+    """
+    lib = library()
+    assert lib is not None, "call library() first"
+    b, _, h, w = i0.shape
+    first, last = plan.levels[0].size, plan.levels[-1].size
+    assert tuple(u.shape) == (b, 2, *first), f"initial flow {tuple(u.shape)} != {(b, 2, *first)}"
+    i0, i1, u = (t.detach().contiguous() for t in (i0, i1, u))
+    out = torch.empty(b, 2, *last, dtype=torch.float32)
+    shape, par, flags = plan.packed
+    img, flow0, flow1 = h * w * 4, 2 * first[0] * first[1] * 4, 2 * last[0] * last[1] * 4  # bytes
+    p0, p1, pu, po = i0.data_ptr(), i1.data_ptr(), u.data_ptr(), out.data_ptr()
+
+    def one(i: int) -> int:
+        return lib.tvl1_solve(h, w, p0 + i * img, p1 + i * img, pu + i * flow0, len(plan.levels),
+                              shape, par, flags, GROUP, po + i * flow1)
+
+    threads = max(1, min(threads, b))
+    codes = list(_pool(threads).map(one, range(b))) if threads > 1 else [one(i) for i in range(b)]
+    if any(codes):
+        raise MemoryError("CPU TV-L1 solve: out of memory for its level buffers")
+    return out

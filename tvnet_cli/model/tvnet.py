@@ -409,6 +409,24 @@ class TVNet(nn.Module):
         u0 = ops.scale_flow(ops.resize(self.u0, size), size[1] / full[1], size[0] / full[0])
         return u0.expand(batch, -1, -1, -1)
 
+    def _c_plan(self, sizes: list[tuple[int, int]], schedule: list[tuple[int, int]], u_is_zero: bool):
+        """The `kernels.cpu.Plan` of `solve`: levels coarsest first, each with its own taps and
+        constants as host floats (cached: no device read per forward)."""
+        from ..kernels.cpu import Level, Plan
+
+        cfg, params = self.config, self.filter_parameters()
+        rows = cfg.scales if cfg.per_level else 1
+        taps = self._host_value("taps", params, lambda: list(zip(*(p.detach().reshape(rows, -1).tolist()
+                                                                    for p in params))))
+        levels = []
+        for level in reversed(range(len(sizes))):
+            tau, lam, theta = self.solver_scalars(level)
+            centred, forward, backward = (tuple(t) for t in taps[level if cfg.per_level else 0])
+            warps, iters = schedule[level]
+            levels.append(Level(sizes[level], warps, iters, centred, forward, backward,
+                                (lam * theta, theta, tau / theta, cfg.eps)))
+        return Plan(tuple(levels), cfg.grad_border, cfg.data_outside, cfg.warp, u_is_zero, cfg.brightness)
+
     def solve(self, i0: torch.Tensor, i1: torch.Tensor) -> torch.Tensor:
         """Coarse-to-fine TV-L1 on prepared grey frames `(B, 1, H, W)` -> flow `(B, 2, H, W)`."""
         cfg = self.config
@@ -424,7 +442,12 @@ class TVNet(nn.Module):
             iterate = stepwise(_checkpointed_step if self.checkpoint else tv_l1_step)
         u_is_zero = self.u0_is_zero()
         u = self.initial_flow(sizes[-1], (h, w), b)
-        schedule = cfg.schedule()  # a small image has fewer levels: the finest ones
+        schedule = cfg.schedule()[:len(sizes)]  # a small image has fewer levels: the finest ones
+        if self.last_backend == "c" and not needs_grad and cfg.stop_tol == 0:  # all of it in C
+            from ..kernels import cpu
+
+            u = cpu.solve(i0, i1, u, self._c_plan(sizes, schedule, u_is_zero), threads=torch.get_num_threads())
+            return ops.resize_flow(u, (h, w))
         for level in reversed(range(len(sizes))):  # coarsest first; images resampled from full size
             size, (warps, iters) = sizes[level], schedule[level]
             u = ops.resize_flow(u, size)
