@@ -14,6 +14,8 @@ gives the best of the rounds (other processes only ever add time; medians are in
 and ratios to OpenCV DIS-medium measured in the same rounds, because the machine is shared:
 compare ratios, not milliseconds, across runs.
 Slow methods (> 50 ms/pair in the warm-up) are timed on `--slow-pairs` pairs per round.
+Both wall time and CPU time (all threads of the process) per pair are reported: on a machine
+whose cores are all busy with extraction workers, CPU time is what a pair costs.
 """
 
 from __future__ import annotations
@@ -128,17 +130,19 @@ def epe_rows(method: Method, pairs: list[PairData]) -> dict[str, float]:
     return {p.name: flow_errors(method.flow(p.frame0, p.frame1), p.gt, p.valid)["epe"] for p in pairs}
 
 
-def time_round(method: Method, a: np.ndarray, b: np.ndarray, n1: int) -> tuple[float, float | None]:
-    """ms/pair over `n1` single pairs, and over one batch of all (None without batches)."""
-    t = time.perf_counter()
+def time_round(method: Method, a: np.ndarray, b: np.ndarray, n1: int) -> tuple[float, float | None, float, float | None]:
+    """Wall ms/pair over `n1` single pairs and over one batch of all (None without batches),
+    then the same as CPU ms/pair (this process's CPU time: every thread's, so a method that
+    uses two threads for half the wall time costs the same as one that uses one)."""
+    t, c = time.perf_counter(), time.process_time()
     for i in range(n1):
         method.flow(a[i], b[i])
-    single = (time.perf_counter() - t) / n1 * 1000
+    single, single_cpu = ((time.perf_counter() - t) / n1 * 1000, (time.process_time() - c) / n1 * 1000)
     if method.batch is None:
-        return single, None
-    t = time.perf_counter()
+        return single, None, single_cpu, None
+    t, c = time.perf_counter(), time.process_time()
     method.batch(a, b)
-    return single, (time.perf_counter() - t) / len(a) * 1000
+    return single, (time.perf_counter() - t) / len(a) * 1000, single_cpu, (time.process_time() - c) / len(a) * 1000
 
 
 def main() -> None:
@@ -181,20 +185,23 @@ def main() -> None:
         a, b = frame_pairs(VIDEO, 8, SIZE)
         n1 = {}
         for m in methods:  # warm-up; decide who is slow
-            single, _ = time_round(m, a, b, 1)
+            single = time_round(m, a, b, 1)[0]
             n1[m.name] = args.slow_pairs if single > 50 else len(a)
-        times: dict[str, list[tuple[float, float | None]]] = {m.name: [] for m in methods}
+        times: dict[str, list[tuple[float, float | None, float, float | None]]] = {m.name: [] for m in methods}
         for r in range(args.rounds):
             order = methods[r % len(methods):] + methods[:r % len(methods)]
             for m in order:
                 times[m.name].append(time_round(m, a, b, n1[m.name]))
             print(f"round {r + 1}/{args.rounds} done", file=sys.stderr, flush=True)
         base = min(t[0] for t in times[BASELINE])
+        base_cpu = min(t[2] for t in times[BASELINE])
         for m in methods:
             ts = times[m.name]
-            b1 = min(t[0] for t in ts)
+            b1, cpu1 = min(t[0] for t in ts), min(t[2] for t in ts)
             b8 = min(t[1] for t in ts) if ts[0][1] is not None else b1
+            cpu8 = min(t[3] for t in ts) if ts[0][3] is not None else cpu1
             results[m.name].update(ms_b1=b1, ms_b8=b8, x_base_b1=b1 / base, x_base_b8=b8 / base,
+                                   cpu_b1=cpu1, cpu_b8=cpu8, x_base_cpu_b1=cpu1 / base_cpu, x_base_cpu_b8=cpu8 / base_cpu,
                                    median_b1=statistics.median(t[0] for t in ts), timed_pairs=n1[m.name],
                                    runs_b1=[t[0] for t in ts], runs_b8=[t[1] for t in ts])
 
@@ -206,8 +213,9 @@ def main() -> None:
         head += " mean EPE synthetic | " + " | ".join(KINDS) + " |"
         sep += "---:|" * (len(KINDS) + 1)
     if not args.no_time:
-        head += " ms/pair b1 | x DIS-medium | ms/pair b8 | x DIS-medium b8 |"
-        sep += "---:|" * 4
+        head += (" ms/pair b1 | x DIS-medium | ms/pair b8 | x DIS-medium b8 | CPU ms/pair b1 | x DIS-medium CPU |"
+                 " CPU ms/pair b8 | x DIS-medium CPU b8 |")
+        sep += "---:|" * 8
     if ref:
         head += " worst real pair / OpenCV 5-5-50 |" + (" worst synthetic pair / OpenCV 5-5-50 |" if synth else "")
         sep += "---:|" * (2 if synth else 1)
@@ -226,7 +234,8 @@ def main() -> None:
                                  for k in KINDS}
             row += f" {r['mean_synthetic']:.3f} | " + " | ".join(f"{r['mean_by_kind'][k]:.3f}" for k in KINDS) + " |"
         if not args.no_time:
-            row += f" {r['ms_b1']:.1f} | {r['x_base_b1']:.2f} | {r['ms_b8']:.1f} | {r['x_base_b8']:.2f} |"
+            row += (f" {r['ms_b1']:.1f} | {r['x_base_b1']:.2f} | {r['ms_b8']:.1f} | {r['x_base_b8']:.2f} |"
+                    f" {r['cpu_b1']:.1f} | {r['x_base_cpu_b1']:.2f} | {r['cpu_b8']:.1f} | {r['x_base_cpu_b8']:.2f} |")
         if ref:
             r["worst_ratio_real"] = max(r["real"][n] / ref["real"][n] for n in names)
             row += f" {r['worst_ratio_real']:.3f} |"

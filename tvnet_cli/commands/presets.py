@@ -6,7 +6,9 @@ NOTES = {  # what each named preset is for (README "Presets" has the measurement
     "tvnet-50": "the paper's fast TVNet-50",
     "tvnet-4-1-12": "about TVNet-50's cost, far better on large motion",
     "tvnet-3-1-10": "multi-scale, fast",
-    "tvl1": "the paper's TV-L1 baseline: most accurate, slowest",
+    "tvl1": "the paper's TV-L1 baseline, faithful to OpenCV's DualTVL1 at 5-5-50",
+    "tvl1-accurate": "most accurate: more coarse warps, exposure changes ignored (OpenCV DeepFlow's time class)",
+    "tvl1-half": "pyramid solved to half resolution: below OpenCV DIS-medium's CPU time, more accurate on real GT",
     "tvl1-fast": "TV-L1 pyramid at about TVNet-50's cost (coarse levels get the work)",
     "tvl1-medium": "TV-L1 pyramid at about 1/3 of tvl1's cost",
     "tvnet-50-trained": "TVNet-50 with trained filters (weights/tvnet-50-trained.md)",
@@ -28,7 +30,8 @@ def presets() -> None:
     from ..model.presets import PRESETS, shipped_weights
 
     default = ExtractConfig.__dataclass_fields__["preset"].default
-    table = Table(title="tvnet presets", caption="S-W-I = scales x warps x iterations per warp; "
+    table = Table(title="tvnet presets", caption="S-W-I = scales x warps x iterations per warp (-fK: solved "
+                  "K levels above full resolution, then upsampled); "
                   "* = the default of `tvnet extract`; any tvnet-S-W-I is a preset too")
     for col in ("preset", "kind", "S-W-I", "sigma", "use"):
         table.add_column(col)
