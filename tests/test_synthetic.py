@@ -89,11 +89,16 @@ def test_make_flow_data_writes_a_chairs_dataset_that_train_and_epe_read(tmp_path
     bad = CliRunner().invoke(main, ["make-flow-data", str(tmp_path / "c"), "--kinds", "moon"])
     assert bad.exit_code != 0 and "--kinds must be among" in bad.output and "Traceback" not in bad.output
 
-    cfg = TrainFlowConfig(data=str(tmp_path / "a"), init="tvnet-2-1-3", per_level=True, train="filters+scalars",
-                          steps=3, lr=0.05, val_every=1, keep_best=False)
-    out = train_flow(cfg, tmp_path / "w.pt")
     from tvnet_cli import TVNet
 
-    model = TVNet.from_file(out.weights)
+    cfg = TrainFlowConfig(data=str(tmp_path / "a"), init="tvnet-2-1-3", per_level=True, train="filters+scalars",
+                          steps=3, lr=0.05, val_every=1, keep_best=False)
+    model = TVNet.from_file(train_flow(cfg, tmp_path / "w.pt").weights)
     assert model.config.per_level and model.centred_taps.shape == (2, 2, 3)
     assert not torch.equal(model.centred_taps[0], model.centred_taps[1])  # the levels trained apart
+    # --train-levels 1: only the finest level's parameters move
+    one = TVNet.from_file(train_flow(cfg.replace(train_levels=1), tmp_path / "w1.pt").weights)
+    untrained = TVNet(one.config)
+    assert not torch.equal(one.centred_taps[0], untrained.centred_taps[0])
+    assert torch.equal(one.centred_taps[1], untrained.centred_taps[1])
+    assert one.log_scalars["lam"][1].item() == 0.0 and one.log_scalars["lam"][0].item() != 0.0

@@ -125,6 +125,8 @@ def epe(dataset: Path, layout: str | None, preset: str, weights: Path | None, si
                    "or parts joined by '+' (e.g. filters+scalars).")
 @click.option("--per-level/--shared", default=False, show_default=True,
               help="Train one set of filters and tau/lambda/theta per pyramid level (or one for all).")
+@click.option("--train-levels", type=click.IntRange(min=0), default=0, show_default=True,
+              help="With --per-level: train only the K finest levels (0 = all).")
 @click.option("--optimizer", type=click.Choice(["adam", "sgd"]), default="adam", show_default=True)
 @click.option("--lr", type=float, default=0.05, show_default=True, help="Learning rate (paper: 0.05).")
 @click.option("--loss-power", type=float, default=1.0, show_default=True,
@@ -158,7 +160,7 @@ def epe(dataset: Path, layout: str | None, preset: str, weights: Path | None, si
 @backend_option
 def train(dataset: Path | None, out: Path, videos: Path | None, layout: str | None, pairs: str | None,
           val_data: tuple[Path, ...], val_pairs: str | None, init: str, smooth_sigma: float | None,
-          theta: float | None, train_part: str, per_level: bool, optimizer: str, lr: float, loss_power: float, u0_lr: float | None,
+          theta: float | None, train_part: str, per_level: bool, train_levels: int, optimizer: str, lr: float, loss_power: float, u0_lr: float | None,
           scalar_lr: float | None, u0_decay: float, u0_smooth: float,
           steps: int, batch: int, crop: str | None, flip: bool, transpose: bool, scale: float, video_frames: int,
           video_size: str | None, val_every: int, keep_best: bool, eval_limit: int, checkpoint_every: int,
@@ -179,7 +181,7 @@ def train(dataset: Path | None, out: Path, videos: Path | None, layout: str | No
     cfg = TrainFlowConfig(
         data=str(videos or dataset), layout=layout, pairs=_names(pairs),
         val_data=tuple(str(v) for v in val_data), val_pairs=_names(val_pairs), init=init,
-        smooth_sigma=smooth_sigma, theta=theta, train=train_part, per_level=per_level,
+        smooth_sigma=smooth_sigma, theta=theta, train=train_part, per_level=per_level, train_levels=train_levels,
         optimizer=optimizer, lr=lr, loss_power=loss_power, u0_lr=u0_lr, scalar_lr=scalar_lr, u0_decay=u0_decay, u0_smooth=u0_smooth,
         steps=steps, batch=batch, crop=_size(crop), flip=flip, transpose=transpose,
         scale=scale, unsupervised=videos is not None, video_frames=video_frames, video_size=_size(video_size),

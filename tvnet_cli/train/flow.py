@@ -55,6 +55,8 @@ class TrainFlowConfig(ConfigMixin):
     smooth_sigma: float | None = None  # override the model's pre-smoothing (None = keep)
     theta: float | None = None  # override the model's TV-L1 coupling theta (None = keep)
     per_level: bool = False  # train one set of taps and tau/lambda/theta per pyramid level
+    train_levels: int = 0  # with per_level: train only the K finest levels' (0 = all); the coarse
+    # levels' long unrolls (many warps x iterations) made gradients chaotic and validation worse
     train: str = "all"  # all (= filters+u0+scalars) | filters | u0 | scalars, or parts joined by "+"
     optimizer: str = "adam"  # adam | sgd (momentum 0.9)
     lr: float = 0.05
@@ -99,6 +101,8 @@ class TrainFlowConfig(ConfigMixin):
         for name in ("val_every", "checkpoint_every", "video_frames"):
             if getattr(self, name) < 1:
                 raise TVNetError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}")
+        if self.train_levels < 0 or (self.train_levels and not self.per_level):
+            raise TVNetError(f"--train-levels must be >= 0 and needs --per-level, got {self.train_levels}")
         if self.eval_limit < 0:
             raise TVNetError(f"--eval-limit must be >= 0, got {self.eval_limit}")
         for name in ("crop", "video_size"):
@@ -166,6 +170,14 @@ def _make_optimizer(cfg: TrainFlowConfig, model: TVNet) -> torch.optim.Optimizer
     if cfg.optimizer == "adam":
         return torch.optim.Adam(groups, lr=cfg.lr)
     return torch.optim.SGD(groups, lr=cfg.lr, momentum=0.9)
+
+
+def _freeze_coarse_levels(model: TVNet, k: int) -> None:
+    """Zero the gradients of every level's parameters but the `k` finest (per-level models:
+    taps and scalars have the level first), so the optimiser leaves those levels as they are."""
+    for p in (*model.filter_parameters(), *model.scalar_parameters()):
+        if p.grad is not None:
+            p.grad[k:] = 0
 
 
 def checkpoint_path(out: Path) -> Path:
@@ -281,6 +293,8 @@ def _train(cfg: TrainFlowConfig, out: Path, device: torch.device, resume: bool,
             total += loss.item() / cfg.batch
         if not math.isfinite(total):
             raise TVNetError(f"training diverged at step {step + 1} (loss {total}); lower --lr")
+        if cfg.train_levels:
+            _freeze_coarse_levels(model, cfg.train_levels)
         opt.step()
         losses.append(total)
         done = step + 1
