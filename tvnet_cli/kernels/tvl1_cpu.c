@@ -558,19 +558,19 @@ static void warp_finish(const Warp *d, int bias, float shift, int r0, int r1) {
 
 /* ---- One image's solve on `nt` threads -------------------------------------------------
  *
- * Levels of at least MIN_BAND_PIXELS are cut into nt row bands, one per thread: resizes,
+ * Levels of at least `min_band_pixels` are cut into nt row bands, one per thread: resizes,
  * gradient and warps by rows; the median over the bands' differences, gathered in row order
  * and selected by thread 0 (the same value as one thread's); the iterations in rounds of at
  * most ROUND, each band on a private copy with ghost rows, from one state buffer into the
  * other (so every value is the one whole-image iterations give). Smaller levels run on
  * thread 0 alone while the others wait: a barrier costs more than their work. Threads wait
  * in pthread barriers (futexes), never spinning, so a busy machine loses no core to them. */
-#define MIN_BAND_PIXELS 8192
+static int min_band_pixels = 8192; /* see tvl1_band_threshold */
 #define ROUND 16 /* iterations per round of bands: ghost rows = ROUND + 2 on each inner side */
 #define MAX_THREADS 16
 
 typedef struct {
-    int H, W, levels, flags, group, nt;
+    int H, W, levels, flags, group, nt, min_px;
     const float *i0, *i1;
     const int *shape;
     const float *par;
@@ -586,8 +586,17 @@ typedef struct {
     int gate;
 } Solve;
 
-static int bands_of(int nt, int h, int w) {
-    return nt > 1 && (size_t)h * w >= MIN_BAND_PIXELS && h >= 2 * nt ? nt : 1;
+/* Bands of an (h, w) level: nt, or 1 when it is too small to share. */
+static int bands_of(int nt, int min_px, int h, int w) {
+    return nt > 1 && (size_t)h * w >= (size_t)min_px && h >= nt ? nt : 1;
+}
+
+/* Sets the smallest level (pixels) that is cut into bands, when `px` > 0; returns the
+ * setting before (the tests band every level to check the band edges on small images). */
+int tvl1_band_threshold(int px) {
+    int old = min_band_pixels;
+    if (px > 0) min_band_pixels = px;
+    return old;
 }
 
 static inline int edge(int k, int nb, int h) { return (int)((long)k * h / nb); }
@@ -603,7 +612,7 @@ static int solve_levels(Solve *s, int t) {
         const int *sh = s->shape + l * LEVEL_INTS;
         const float *p = s->par + l * LEVEL_FLOATS;
         const int h = sh[0], w = sh[1], warps = sh[2], iters = sh[3], flags = s->flags;
-        const int nb = bands_of(s->nt, h, w), resized = h != ph || w != pw, qh = ph, qw = pw;
+        const int nb = bands_of(s->nt, s->min_px, h, w), resized = h != ph || w != pw, qh = ph, qw = pw;
         const size_t n = (size_t)h * w;
         ph = h, pw = w;
         if (t >= nb) { /* thread 0 runs this level alone: only follow its state set */
@@ -705,13 +714,13 @@ static void *worker(void *arg) {
  * Returns 0, or -1 when out of memory. */
 int tvl1_solve(int H, int W, const float *i0, const float *i1, const float *u_init, int levels,
                const int *shape, const float *par, int flags, int group, int threads, float *out) {
-    int nt = threads < 1 ? 1 : (threads > MAX_THREADS ? MAX_THREADS : threads), banded = 0;
+    int nt = threads < 1 ? 1 : (threads > MAX_THREADS ? MAX_THREADS : threads), banded = 0, min_px = min_band_pixels;
     size_t big = 1, band = 0;
     for (int l = 0; l < levels; l++) {
         int h = shape[l * LEVEL_INTS], w = shape[l * LEVEL_INTS + 1];
         size_t n = (size_t)h * w;
         big = n > big ? n : big;
-        if (bands_of(nt, h, w) > 1) {
+        if (bands_of(nt, min_px, h, w) > 1) {
             size_t rows = (size_t)imin(h, (h + nt - 1) / nt + 2 * (ROUND + 2));
             band = 6 * rows * w > band ? 6 * rows * w : band;
             banded = 1;
@@ -722,7 +731,7 @@ int tvl1_solve(int H, int W, const float *i0, const float *i1, const float *u_in
     void *block = NULL;
     if (posix_memalign(&block, 64, total * sizeof(float)) != 0) return -1;
     float *mem = block;
-    Solve s = {.H = H, .W = W, .levels = levels, .flags = flags, .group = group, .nt = nt, .i0 = i0, .i1 = i1,
+    Solve s = {.H = H, .W = W, .levels = levels, .flags = flags, .group = group, .nt = nt, .min_px = min_px, .i0 = i0, .i1 = i1,
                .shape = shape, .par = par};
     float *m = mem;
     s.inter = (v4 *)m, m += 4 * big; /* first: 16-byte aligned */
@@ -756,15 +765,15 @@ int tvl1_solve(int H, int W, const float *i0, const float *i1, const float *u_in
         wk[t] = (Worker){&s, t};
         if (pthread_create(&tid[t], NULL, worker, &wk[t]) != 0) break;
     }
-    s.nt = made; /* fewer threads if some could not be created: the same result */
-    if (made > 1) pthread_barrier_init(&s.bar, NULL, (unsigned)made);
+    if (made < nt) s.nt = 1; /* a thread could not be created: this one does it all (same result) */
+    if (s.nt > 1) pthread_barrier_init(&s.bar, NULL, (unsigned)nt);
     pthread_mutex_lock(&s.gate_lock);
     s.gate = 1;
     pthread_cond_broadcast(&s.gate_cond);
     pthread_mutex_unlock(&s.gate_lock);
     int c = solve_levels(&s, 0);
     for (int t = 1; t < made; t++) pthread_join(tid[t], NULL);
-    if (made > 1) pthread_barrier_destroy(&s.bar);
+    if (s.nt > 1) pthread_barrier_destroy(&s.bar);
     pthread_mutex_destroy(&s.gate_lock);
     pthread_cond_destroy(&s.gate_cond);
     const int *last = shape + (levels - 1) * LEVEL_INTS;
