@@ -200,20 +200,37 @@ static inline int imin(int a, int b) { return a < b ? a : b; }
 static inline int imax(int a, int b) { return a > b ? a : b; }
 
 /* `F.interpolate(mode="area")` = adaptive average pooling: output pixel i averages input
- * [floor(i*in/out), ceil((i+1)*in/out)) in each direction, summed row by row. */
+ * [floor(i*in/out), ceil((i+1)*in/out)) in each direction, summed row by row as ATen does
+ * (the loops run window row by window row across the whole output row, so that halving
+ * and quartering vectorise), then / rows / columns. */
 static void area_resize(const float *src, int H, int W, float *dst, int h, int w, int r0, int r1) {
     int xa[w], xb[w]; /* column windows, computed once */
-    for (int ox = 0; ox < w; ox++)
+    float cols[w];
+    for (int ox = 0; ox < w; ox++) {
         xa[ox] = (int)((long)ox * W / w), xb[ox] = (int)(((long)(ox + 1) * W + w - 1) / w);
+        cols[ox] = (float)(xb[ox] - xa[ox]);
+    }
     for (int oy = r0; oy < r1; oy++) {
         int y0 = (int)((long)oy * H / h), y1 = (int)(((long)(oy + 1) * H + h - 1) / h);
-        for (int ox = 0; ox < w; ox++) {
-            int x0 = xa[ox], x1 = xb[ox];
-            float sum = 0.0f;
-            for (int y = y0; y < y1; y++)
-                for (int x = x0; x < x1; x++) sum += src[(size_t)y * W + x];
-            dst[(size_t)oy * w + ox] = sum / (float)(y1 - y0) / (float)(x1 - x0);
+        float *restrict acc = dst + (size_t)oy * w;
+        for (int ox = 0; ox < w; ox++) acc[ox] = 0.0f;
+        for (int y = y0; y < y1; y++) {
+            const float *restrict row = src + (size_t)y * W;
+            if (W == 2 * w) {
+                for (int ox = 0; ox < w; ox++) acc[ox] = (acc[ox] + row[2 * ox]) + row[2 * ox + 1];
+            } else if (W == 4 * w) {
+                for (int ox = 0; ox < w; ox++)
+                    acc[ox] = (((acc[ox] + row[4 * ox]) + row[4 * ox + 1]) + row[4 * ox + 2]) + row[4 * ox + 3];
+            } else {
+                for (int ox = 0; ox < w; ox++) {
+                    float sum = acc[ox];
+                    for (int x = xa[ox]; x < xb[ox]; x++) sum += row[x];
+                    acc[ox] = sum;
+                }
+            }
         }
+        const float rows = (float)(y1 - y0);
+        for (int ox = 0; ox < w; ox++) acc[ox] = acc[ox] / rows / cols[ox];
     }
 }
 
