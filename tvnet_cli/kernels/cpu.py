@@ -26,7 +26,7 @@ import torch
 from .cache import kernel_folders, safe_file
 
 SOURCE = Path(__file__).with_name("tvl1_cpu.c")
-FLAGS = ["-O3", "-march=native", "-fno-math-errno", "-ffp-contract=off", "-fPIC", "-shared", "-std=gnu99", "-pthread"]
+FLAGS = ["-O3", "-march=native", "-fno-math-errno", "-fno-trapping-math", "-ffp-contract=off", "-fPIC", "-shared", "-std=gnu99", "-pthread"]
 # -ffp-contract=off: no fused multiply-adds, so each product and sum rounds as in PyTorch's ops
 GROUP = 8  # iterations per sweep: rows in flight x 16 planes stay in L2 at video widths
 ROUND = 16  # iterations per round of row bands (ghost rows = ROUND + 2 on each inner side)

@@ -454,6 +454,69 @@ static inline v4 sample3_cubic(const v4 *st, const Grid *g, float px, float py) 
     return ((cy[0] * r[0] + cy[1] * r[1]) + cy[2] * r[2]) + cy[3] * r[3];
 }
 
+/* The positions (floors) and cubic weights of one row of `sample3_cubic_row`, vectorised
+ * (each array its own restrict parameter, so that the compiler sees they do not overlap). */
+static void cubic_row_weights(const Grid *g, int y, const float *restrict ux, const float *restrict uy,
+                              float *restrict FX, float *restrict FY, float *restrict x0, float *restrict x1,
+                              float *restrict x2, float *restrict x3, float *restrict y0, float *restrict y1,
+                              float *restrict y2, float *restrict y3) {
+    const int w = g->w;
+    const float nx = g->nx, ny = g->ny, sx = g->sx, sy = g->sy, A = -0.75f;
+    for (int x = 0; x < w; x++) {
+        float X = (((float)x + ux[x]) * nx - 1.0f + 1.0f) * sx;
+        float Y = (((float)y + uy[x]) * ny - 1.0f + 1.0f) * sy;
+        float fx = floorf(X), fy = floorf(Y);
+        FX[x] = fx, FY[x] = fy;
+        float tx = X - fx, ty = Y - fy; /* cubic_weights of both, written out */
+        float vx = tx + 1.0f, vy = ty + 1.0f;
+        x0[x] = ((A * vx - 5.0f * A) * vx + 8.0f * A) * vx - 4.0f * A;
+        y0[x] = ((A * vy - 5.0f * A) * vy + 8.0f * A) * vy - 4.0f * A;
+        vx = tx, vy = ty;
+        x1[x] = ((A + 2.0f) * vx - (A + 3.0f)) * vx * vx + 1.0f;
+        y1[x] = ((A + 2.0f) * vy - (A + 3.0f)) * vy * vy + 1.0f;
+        vx = 1.0f - tx, vy = 1.0f - ty;
+        x2[x] = ((A + 2.0f) * vx - (A + 3.0f)) * vx * vx + 1.0f;
+        y2[x] = ((A + 2.0f) * vy - (A + 3.0f)) * vy * vy + 1.0f;
+        vx = 2.0f - tx, vy = 2.0f - ty;
+        x3[x] = ((A * vx - 5.0f * A) * vx + 8.0f * A) * vx - 4.0f * A;
+        y3[x] = ((A * vy - 5.0f * A) * vy + 8.0f * A) * vy - 4.0f * A;
+    }
+}
+
+/* `sample3_cubic` at the pixels (x, y) + u of one row (x in [0, w)): the positions and the
+ * cubic weights of the whole row first (the same arithmetic, vectorised across the row),
+ * then the 16 taps of each pixel. `wk` holds 10 * w floats. Writes the three planes. */
+static void sample3_cubic_row(const v4 *st, const Grid *g, int y, const float *ux, const float *uy, float *wk,
+                              float *o0, float *o1, float *o2) {
+    const int h = g->h, w = g->w;
+    float *FX = wk, *FY = wk + w, *x0 = wk + 2 * w, *x1 = wk + 3 * w, *x2 = wk + 4 * w, *x3 = wk + 5 * w,
+          *y0 = wk + 6 * w, *y1 = wk + 7 * w, *y2 = wk + 8 * w, *y3 = wk + 9 * w;
+    cubic_row_weights(g, y, ux, uy, FX, FY, x0, x1, x2, x3, y0, y1, y2, y3);
+    const float xmax = (float)(w - 3), ymax = (float)(h - 3);
+    for (int x = 0; x < w; x++) {
+        const float fx = FX[x], fy = FY[x];
+        const float c0 = x0[x], c1 = x1[x], c2 = x2[x], c3 = x3[x];
+        v4 r[4];
+        if (fx >= 1.0f && fx <= xmax && fy >= 1.0f && fy <= ymax) { /* no tap clamped */
+            const v4 *p = st + (size_t)((int)fy - 1) * w + ((int)fx - 1);
+            for (int k = 0; k < 4; k++, p += w) r[k] = ((c0 * p[0] + c1 * p[1]) + c2 * p[2]) + c3 * p[3];
+        } else {
+            int xs[4];
+            size_t ys[4];
+            for (int k = 0; k < 4; k++) {
+                xs[k] = clamp_index(fx + (float)(k - 1), w);
+                ys[k] = (size_t)clamp_index(fy + (float)(k - 1), h) * w;
+            }
+            for (int k = 0; k < 4; k++) {
+                const v4 *row = st + ys[k];
+                r[k] = ((c0 * row[xs[0]] + c1 * row[xs[1]]) + c2 * row[xs[2]]) + c3 * row[xs[3]];
+            }
+        }
+        v4 v = ((y0[x] * r[0] + y1[x] * r[1]) + y2[x] * r[2]) + y3[x] * r[3];
+        o0[x] = v[0], o1[x] = v[1], o2[x] = v[2];
+    }
+}
+
 /* `ops.warp` of `np` (<= 4) planes (np, h, w) by the flow u (2, h, w) (exported for the tests). */
 int tvl1_warp(int h, int w, int np, const float *src, const float *u, int bilinear, float *dst) {
     size_t n = (size_t)h * w;
@@ -525,6 +588,17 @@ static void warp_values(const Warp *d, int r0, int r1) {
     const int w = d->w;
     size_t n = (size_t)d->h * w;
     Grid g = grid(d->h, w);
+    if (!d->identity && !d->bilinear) {
+        float *wk = malloc(10 * (size_t)w * sizeof(float));
+        if (wk) {
+            for (int y = r0; y < r1; y++) {
+                size_t o = (size_t)y * w;
+                sample3_cubic_row(d->inter, &g, y, d->u + o, d->u + n + o, wk, d->rc + o, d->gi + o, d->gi + n + o);
+            }
+            free(wk);
+            return;
+        }
+    }
     for (int y = r0; y < r1; y++)
         for (int x = 0; x < w; x++) {
             size_t o = (size_t)y * w + x;
