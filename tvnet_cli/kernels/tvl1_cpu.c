@@ -16,6 +16,7 @@
 #include <math.h>
 #include <pthread.h>
 #include <stddef.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -559,6 +560,49 @@ static float select_kth(float *a, size_t n, size_t k) {
     }
     return a[k];
 }
+
+/* The median of the brightness shift in two steps, so that row bands can share it: a
+ * histogram of each band's values by the top KEY_BITS of their order-preserving keys, the
+ * bin that holds the k-th smallest of all, then a selection among that bin's values only.
+ * The value is the k-th smallest whatever the bands (-0 sorts below +0). */
+#define KEY_BITS 12
+#define BINS (1 << KEY_BITS)
+
+static inline uint32_t key_bin(float f) {
+    uint32_t b;
+    memcpy(&b, &f, sizeof b);
+    return (b & 0x80000000u ? ~b : b | 0x80000000u) >> (32 - KEY_BITS);
+}
+
+static void key_histogram(const float *a, size_t m, uint32_t *hist) {
+    memset(hist, 0, BINS * sizeof *hist);
+    for (size_t i = 0; i < m; i++) hist[key_bin(a[i])]++;
+}
+
+/* The bin of the k-th smallest of the nh histograms' values, and its rank in that bin. */
+static uint32_t kth_bin(uint32_t *const *hists, int nh, size_t k, size_t *rank) {
+    size_t below = 0;
+    for (uint32_t b = 0; b < BINS; b++) {
+        size_t c = 0;
+        for (int j = 0; j < nh; j++) c += hists[j][b];
+        if (k < below + c) {
+            *rank = k - below;
+            return b;
+        }
+        below += c;
+    }
+    *rank = 0;
+    return BINS; /* k beyond the counts: not reached */
+}
+
+/* Moves the values of a[0..m) that fall in bin b to the front; returns how many. */
+static size_t keep_bin(float *a, size_t m, uint32_t b) {
+    size_t c = 0;
+    for (size_t i = 0; i < m; i++)
+        if (key_bin(a[i]) == b) a[c++] = a[i];
+    return c;
+}
+
 #define LEVEL_INTS 4    /* h, w, warps, iters */
 #define LEVEL_FLOATS 18 /* centred taps (6), forward (4), backward (4), consts (4) */
 
@@ -669,7 +713,9 @@ typedef struct {
     float *l0, *l1, *gx, *gy, *gi, *gsq, *rc, *diffs;
     v4 *inter;                /* i1, ix, iy interleaved for the bicubic warp */
     float *band[MAX_THREADS]; /* each thread's copy of its band with ghost rows */
-    size_t count[MAX_THREADS];
+    float *pick[MAX_THREADS]; /* each thread's copy of the median's candidates */
+    uint32_t *hist[MAX_THREADS];
+    size_t count[MAX_THREADS], kept[MAX_THREADS];
     float shift;
     pthread_barrier_t bar;
     pthread_mutex_t gate_lock; /* workers wait for the gate until `nt` is final */
@@ -742,22 +788,27 @@ static int solve_levels(Solve *s, int t) {
                       p[17], a, stack, s->inter, s->S[c][0], s->gi, s->gsq, s->rc};
             warp_values(&d, r0, r1);
             float shift = 0.0f;
-            if (bias && nb == 1) {
-                size_t m = warp_diffs(&d, 0, h, s->diffs);
-                shift = m ? select_kth(s->diffs, m, (m - 1) / 2) : 0.0f; /* the lower middle, as torch */
-            } else if (bias) {
-                s->count[t] = warp_diffs(&d, r0, r1, s->diffs + o0);
-                sync_bands(s, nb);
-                if (t == 0) { /* gather the bands' differences in row order, then select */
-                    size_t m = s->count[0];
-                    for (int j = 1; j < nb; j++) {
-                        memmove(s->diffs + m, s->diffs + (size_t)edge(j, nb, h) * w, s->count[j] * sizeof(float));
-                        m += s->count[j];
+            if (bias) { /* the lower middle, as torch: the ((m - 1) / 2)-th smallest */
+                float *own = s->diffs + o0;
+                size_t m = warp_diffs(&d, r0, r1, own), rank = 0;
+                key_histogram(own, m, s->hist[t]);
+                s->count[t] = m;
+                sync_bands(s, nb); /* every band's histogram */
+                m = 0;
+                for (int j = 0; j < nb; j++) m += s->count[j];
+                uint32_t bin = m ? kth_bin(s->hist, nb, (m - 1) / 2, &rank) : 0;
+                s->kept[t] = m ? keep_bin(own, s->count[t], bin) : 0;
+                if (nb == 1) {
+                    shift = s->kept[0] ? select_kth(own, s->kept[0], rank) : 0.0f;
+                } else {
+                    sync_bands(s, nb); /* every band's candidates */
+                    size_t c = 0;
+                    for (int j = 0; j < nb; j++) {
+                        memcpy(s->pick[t] + c, s->diffs + (size_t)edge(j, nb, h) * w, s->kept[j] * sizeof(float));
+                        c += s->kept[j];
                     }
-                    s->shift = m ? select_kth(s->diffs, m, (m - 1) / 2) : 0.0f;
+                    shift = c ? select_kth(s->pick[t], c, rank) : 0.0f;
                 }
-                sync_bands(s, nb);
-                shift = s->shift;
             }
             warp_finish(&d, bias, shift, r0, r1);
             if (nb == 1) {
@@ -765,7 +816,9 @@ static int solve_levels(Solve *s, int t) {
                 run(&k, &buf, iters, s->group);
                 continue;
             }
-            if (iters > 0) sync_bands(s, nb); /* the bands read the data term of their ghost rows */
+            /* the bands read the data term of their ghost rows; the next warp's differences
+             * overwrite candidates that other threads copy */
+            if (iters > 0 || bias) sync_bands(s, nb);
             int rounds = (iters + ROUND - 1) / ROUND;
             for (int r = 0, done = 0; r < rounds; r++) {
                 int m = (iters - done) / (rounds - r); /* even rounds of at most ROUND */
@@ -818,7 +871,7 @@ int tvl1_solve(int H, int W, const float *i0, const float *i1, const float *u_in
         }
     }
     if (!banded) nt = 1;
-    size_t total = (nt > 1 ? 25 : 21) * big + nt * band; /* floats; band copies only when banded */
+    size_t total = (nt > 1 ? 25 + nt : 21) * big + nt * band; /* floats; band copies only when banded */
     void *block = NULL;
     if (posix_memalign(&block, 64, total * sizeof(float)) != 0) return -1;
     float *mem = block;
@@ -839,10 +892,18 @@ int tvl1_solve(int H, int W, const float *i0, const float *i1, const float *u_in
     s.rc = m, m += big;
     s.diffs = m, m += big;
     for (int t = 0; t < nt; t++) s.band[t] = m, m += band;
+    for (int t = 0; t < nt && nt > 1; t++) s.pick[t] = m, m += big;
+    uint32_t *hist = (flags & BIAS) ? malloc((size_t)nt * BINS * sizeof *hist) : NULL;
+    if ((flags & BIAS) && !hist) {
+        free(mem);
+        return -1;
+    }
+    for (int t = 0; t < nt; t++) s.hist[t] = hist ? hist + (size_t)t * BINS : NULL;
     memcpy(s.S[0][0], u_init, 2 * (size_t)shape[0] * shape[1] * sizeof(float));
     if (nt == 1) {
         int c = solve_levels(&s, 0);
         memcpy(out, s.S[c][0], 2 * (size_t)shape[(levels - 1) * LEVEL_INTS] * shape[(levels - 1) * LEVEL_INTS + 1] * sizeof(float));
+        free(hist);
         free(mem);
         return 0;
     }
@@ -869,6 +930,7 @@ int tvl1_solve(int H, int W, const float *i0, const float *i1, const float *u_in
     pthread_cond_destroy(&s.gate_cond);
     const int *last = shape + (levels - 1) * LEVEL_INTS;
     memcpy(out, s.S[c][0], 2 * (size_t)last[0] * last[1] * sizeof(float));
+    free(hist);
     free(mem);
     return 0;
 }
