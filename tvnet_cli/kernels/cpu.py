@@ -26,8 +26,10 @@ import torch
 from .cache import kernel_folders, safe_file
 
 SOURCE = Path(__file__).with_name("tvl1_cpu.c")
-FLAGS = ["-O3", "-march=native", "-fno-math-errno", "-fno-trapping-math", "-ffp-contract=off", "-fPIC", "-shared", "-std=gnu99", "-pthread"]
-# -ffp-contract=off: no fused multiply-adds, so each product and sum rounds as in PyTorch's ops
+FLAGS = ["-O3", "-march=native", "-fno-math-errno", "-fno-trapping-math", "-ffp-contract=off", "-fPIC", "-shared",
+         "-std=gnu99", "-pthread"]
+# -ffp-contract=off: no fused multiply-adds, so each product and sum rounds as in PyTorch's ops;
+# -fno-trapping-math: floorf vectorises (no value changes: nothing here traps on FP exceptions)
 GROUP = 8  # iterations per sweep: rows in flight x 16 planes stay in L2 at video widths
 ROUND = 16  # iterations per round of row bands (ghost rows = ROUND + 2 on each inner side)
 _LIB: list = []  # [CDLL or None] once tried
