@@ -234,6 +234,14 @@ def _plan(model: TVNet, h: int, w: int, brightness: str) -> cpu.Plan:
     return dataclasses.replace(plan, brightness=brightness)
 
 
+@pytest.fixture(autouse=True)
+def threads_always(lib):
+    """No back-off to one thread on a busy machine: threaded solves here run on threads."""
+    old = lib.tvl1_thread_backoff(0)
+    yield
+    lib.tvl1_thread_backoff(old)
+
+
 @pytest.fixture
 def band_every_level(lib):
     """Cut every level (not only those of >= 8k pixels) into bands: band edges on small images."""

@@ -96,9 +96,9 @@ def library() -> ctypes.CDLL | None:
         lib.tvl1_resize.argtypes = lib.tvl1_resize_flow.argtypes = [i, i, p, i, i, p]
         lib.tvl1_centred_gradient.argtypes = [i, i, p, p, i, p, p]
         lib.tvl1_warp.argtypes = [i, i, i, p, p, i, p]
-        lib.tvl1_band_threshold.argtypes = [i]
+        lib.tvl1_band_threshold.argtypes = lib.tvl1_thread_backoff.argtypes = [i]
         for f in (lib.tvl1_image, lib.tvl1_band, lib.tvl1_solve, lib.tvl1_resize, lib.tvl1_resize_flow,
-                  lib.tvl1_centred_gradient, lib.tvl1_warp, lib.tvl1_band_threshold):
+                  lib.tvl1_centred_gradient, lib.tvl1_warp, lib.tvl1_band_threshold, lib.tvl1_thread_backoff):
             f.restype = i
     else:
         unavailable = (errors[-1] if errors else "no kernel folder")[:300]

@@ -19,6 +19,7 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 typedef struct {
     float f00, f01, f10, f11; /* forward-difference taps: x (u[i], u[i+1]), y (same) */
@@ -701,6 +702,20 @@ static void warp_finish(const Warp *d, int bias, float shift, int r0, int r1) {
  * thread 0 alone while the others wait: a barrier costs more than their work. Threads wait
  * in pthread barriers (futexes), never spinning, so a busy machine loses no core to them. */
 static int min_band_pixels = 8192; /* see tvl1_band_threshold */
+/* Back-off on a busy machine: when a threaded solve takes longer than its threads' CPU time
+ * together, its threads waited for cores more than they shared work (each barrier waits for
+ * a descheduled thread), and one thread would have been faster. After STRIKES such solves
+ * in a row, the next `backoff_calls` solves (of any caller) run on one thread, and the one
+ * after that tries threads again (one slow try sends it back). */
+#define STRIKES 3
+static int backoff_calls = 64;
+static int backoff_left = 0, strikes = 0; /* atomic */
+
+static double seconds(clockid_t clock) {
+    struct timespec ts;
+    clock_gettime(clock, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
 #define ROUND 16 /* iterations per round of bands: ghost rows = ROUND + 2 on each inner side */
 #define MAX_THREADS 16
 
@@ -716,6 +731,7 @@ typedef struct {
     float *pick[MAX_THREADS]; /* each thread's copy of the median's candidates */
     uint32_t *hist[MAX_THREADS];
     size_t count[MAX_THREADS], kept[MAX_THREADS];
+    double cpu[MAX_THREADS]; /* each thread's CPU seconds in solve_levels */
     float shift;
     pthread_barrier_t bar;
     pthread_mutex_t gate_lock; /* workers wait for the gate until `nt` is final */
@@ -726,6 +742,19 @@ typedef struct {
 /* Bands of an (h, w) level: nt, or 1 when it is too small to share. */
 static int bands_of(int nt, int min_px, int h, int w) {
     return nt > 1 && (size_t)h * w >= (size_t)min_px && h >= nt ? nt : 1;
+}
+
+/* Sets how many solves run on one thread after a threaded one was slowed by a busy machine
+ * (0: never back off), when `calls` >= 0; returns the setting before (the tests turn it off
+ * so that their threaded solves do run on threads). */
+int tvl1_thread_backoff(int calls) {
+    int old = backoff_calls;
+    if (calls >= 0) {
+        backoff_calls = calls;
+        __atomic_store_n(&backoff_left, 0, __ATOMIC_RELAXED);
+        __atomic_store_n(&strikes, 0, __ATOMIC_RELAXED);
+    }
+    return old;
 }
 
 /* Sets the smallest level (pixels) that is cut into bands, when `px` > 0; returns the
@@ -744,6 +773,7 @@ static inline void sync_bands(Solve *s, int nb) {
 
 /* The levels as thread t runs them; returns which state set holds the final flow. */
 static int solve_levels(Solve *s, int t) {
+    double cpu0 = seconds(CLOCK_THREAD_CPUTIME_ID);
     int c = 0, ph = s->shape[0], pw = s->shape[1], prev_nb = 1;
     for (int l = 0; l < s->levels; l++) {
         const int *sh = s->shape + l * LEVEL_INTS;
@@ -831,6 +861,7 @@ static int solve_levels(Solve *s, int t) {
         }
         if (nb > 1 && (warps == 0 || iters == 0)) sync_bands(s, nb); /* no round ended the level */
     }
+    s->cpu[t] = seconds(CLOCK_THREAD_CPUTIME_ID) - cpu0;
     return c;
 }
 
@@ -871,6 +902,10 @@ int tvl1_solve(int H, int W, const float *i0, const float *i1, const float *u_in
         }
     }
     if (!banded) nt = 1;
+    if (nt > 1 && __atomic_load_n(&backoff_left, __ATOMIC_RELAXED) > 0) { /* a busy machine lately */
+        __atomic_fetch_sub(&backoff_left, 1, __ATOMIC_RELAXED);
+        nt = 1;
+    }
     size_t total = (nt > 1 ? 25 + nt : 21) * big + nt * band; /* floats; band copies only when banded */
     void *block = NULL;
     if (posix_memalign(&block, 64, total * sizeof(float)) != 0) return -1;
@@ -907,6 +942,7 @@ int tvl1_solve(int H, int W, const float *i0, const float *i1, const float *u_in
         free(mem);
         return 0;
     }
+    double wall0 = seconds(CLOCK_MONOTONIC);
     pthread_t tid[MAX_THREADS];
     Worker wk[MAX_THREADS];
     pthread_mutex_init(&s.gate_lock, NULL);
@@ -925,6 +961,14 @@ int tvl1_solve(int H, int W, const float *i0, const float *i1, const float *u_in
     pthread_mutex_unlock(&s.gate_lock);
     int c = solve_levels(&s, 0);
     for (int t = 1; t < made; t++) pthread_join(tid[t], NULL);
+    if (s.nt > 1) {
+        double cpu = 0.0, wall = seconds(CLOCK_MONOTONIC) - wall0;
+        for (int t = 0; t < s.nt; t++) cpu += s.cpu[t];
+        if (wall <= cpu)
+            __atomic_store_n(&strikes, 0, __ATOMIC_RELAXED);
+        else if (__atomic_add_fetch(&strikes, 1, __ATOMIC_RELAXED) >= STRIKES)
+            __atomic_store_n(&backoff_left, backoff_calls, __ATOMIC_RELAXED);
+    }
     if (s.nt > 1) pthread_barrier_destroy(&s.bar);
     pthread_mutex_destroy(&s.gate_lock);
     pthread_cond_destroy(&s.gate_cond);
