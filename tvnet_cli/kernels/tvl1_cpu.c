@@ -695,8 +695,8 @@ static void warp_finish(const Warp *d, int bias, float shift, int r0, int r1) {
 /* ---- One image's solve on `nt` threads -------------------------------------------------
  *
  * Levels of at least `min_band_pixels` are cut into nt row bands, one per thread: resizes,
- * gradient and warps by rows; the median over the bands' differences, gathered in row order
- * and selected by thread 0 (the same value as one thread's); the iterations in rounds of at
+ * gradient and warps by rows; the median of the brightness shift from the bands' histograms
+ * and the candidates of its bin (the same value as one thread's); the iterations in rounds of at
  * most ROUND, each band on a private copy with ghost rows, from one state buffer into the
  * other (so every value is the one whole-image iterations give). Smaller levels run on
  * thread 0 alone while the others wait: a barrier costs more than their work. Threads wait
@@ -716,6 +716,7 @@ static double seconds(clockid_t clock) {
     clock_gettime(clock, &ts);
     return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
 }
+
 #define ROUND 16 /* iterations per round of bands: ghost rows = ROUND + 2 on each inner side */
 #define MAX_THREADS 16
 
@@ -732,7 +733,6 @@ typedef struct {
     uint32_t *hist[MAX_THREADS];
     size_t count[MAX_THREADS], kept[MAX_THREADS];
     double cpu[MAX_THREADS]; /* each thread's CPU seconds in solve_levels */
-    float shift;
     pthread_barrier_t bar;
     pthread_mutex_t gate_lock; /* workers wait for the gate until `nt` is final */
     pthread_cond_t gate_cond;
