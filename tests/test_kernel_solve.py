@@ -9,6 +9,7 @@ non-zero u0 and trained-looking taps and scalars.
 from __future__ import annotations
 
 import ctypes
+import dataclasses
 from pathlib import Path
 
 import pytest
@@ -223,3 +224,76 @@ def test_plan_levels_coarsest_first_and_a_finest_level_below_full_size(video_bat
     reference = half.solve(ops.resize(i0, (64, 80)), ops.resize(i1, (64, 80)))
     assert half.config.level_sizes(64, 80) == sizes[:2] + [(16, 20)]
     _close(out, reference, moving=False)
+
+
+# -- one image's solve on several threads ----------------------------------------------------
+def _plan(model: TVNet, h: int, w: int, brightness: str) -> cpu.Plan:
+    sizes = model.config.level_sizes(h, w)
+    with torch.no_grad():
+        plan = model._c_plan(sizes, model.config.schedule()[:len(sizes)], model.u0_is_zero())
+    return dataclasses.replace(plan, brightness=brightness)
+
+
+@pytest.fixture(autouse=True)
+def threads_always(lib):
+    """No back-off to one thread on a busy machine: threaded solves here run on threads."""
+    old = lib.tvl1_thread_backoff(0)
+    yield
+    lib.tvl1_thread_backoff(old)
+
+
+@pytest.fixture
+def band_every_level(lib):
+    """Cut every level (not only those of >= 8k pixels) into bands: band edges on small images."""
+    old = lib.tvl1_band_threshold(1)
+    yield
+    lib.tvl1_band_threshold(old)
+
+
+@pytest.mark.parametrize("brightness", ["constant", "bias"])
+@pytest.mark.parametrize("spec", ["tvl1-half", "tvl1-fast", "tvnet-50"])
+def test_threaded_solve_equals_one_thread_on_real_frames(video_batch, spec, brightness):
+    """240 x 320 frames: the levels of >= 8k pixels in 2 or 3 row bands, bit for bit the
+    single-thread solve (same arithmetic per pixel, the median the same element)."""
+    model = TVNet.from_preset(spec)
+    i0, i1 = model.prepare(video_batch[0][:1], video_batch[1][:1])
+    plan = _plan(model, 240, 320, brightness)
+    assert any(lv.size[0] * lv.size[1] >= 8192 for lv in plan.levels)
+    u = torch.zeros(1, 2, *plan.levels[0].size)
+    one = cpu.solve(i0, i1, u, plan, threads=1)
+    assert one.abs().mean() > 0.1
+    for threads in (2, 3):
+        assert torch.equal(cpu.solve(i0, i1, u, plan, threads=threads), one), threads
+
+
+@pytest.mark.parametrize("brightness", ["constant", "bias"])
+@pytest.mark.parametrize("size", [(37, 53), (3, 40), (1, 1)])
+def test_threaded_solve_band_edges_on_odd_sizes(band_every_level, size, brightness):
+    """Every level in bands (down to 1-row bands of a 3-row level), a non-zero u0 and
+    trained-looking taps: still bit for bit the single-thread solve."""
+    g = torch.Generator().manual_seed(8)
+    f0 = torch.randint(0, 256, (1, 1, *size), generator=g, dtype=torch.uint8)
+    f1 = torch.roll(f0, (1, 2), (2, 3))
+    model = TVNet(TVNetConfig(3, 2, 21))  # 21 iterations: two rounds of bands
+    with torch.no_grad():
+        model.centred_taps.copy_(torch.tensor(TAPS))
+        model.u0.copy_(_rand(*model.u0.shape, seed=9, scale=0.3))
+    i0, i1 = model.prepare(f0, f1)
+    plan = _plan(model, *size, brightness)
+    u = model.initial_flow(plan.levels[0].size, size, 1).contiguous()
+    one = cpu.solve(i0, i1, u, plan, threads=1)
+    if size != (1, 1):
+        assert one.abs().mean() > 1e-3
+    for threads in (2, 3):
+        assert torch.equal(cpu.solve(i0, i1, u, plan, threads=threads), one), threads
+
+
+def test_threads_shared_between_a_small_batch(video_batch):
+    """Batch 2 on 4 threads (2 C threads per image) equals each image solved on one thread."""
+    f0, f1 = (f[:2] for f in video_batch)
+    model = TVNet.from_preset("tvl1-half")
+    i0, i1 = model.prepare(f0, f1)
+    plan = _plan(model, 240, 320, "bias")
+    u = torch.zeros(2, 2, *plan.levels[0].size)
+    alone = torch.cat([cpu.solve(i0[i:i + 1], i1[i:i + 1], u[:1], plan, threads=1) for i in range(2)])
+    assert torch.equal(cpu.solve(i0, i1, u, plan, threads=4), alone)

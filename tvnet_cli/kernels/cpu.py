@@ -26,8 +26,10 @@ import torch
 from .cache import kernel_folders, safe_file
 
 SOURCE = Path(__file__).with_name("tvl1_cpu.c")
-FLAGS = ["-O3", "-march=native", "-fno-math-errno", "-ffp-contract=off", "-fPIC", "-shared", "-std=gnu99"]
-# -ffp-contract=off: no fused multiply-adds, so each product and sum rounds as in PyTorch's ops
+FLAGS = ["-O3", "-march=native", "-fno-math-errno", "-fno-trapping-math", "-ffp-contract=off", "-fPIC", "-shared",
+         "-std=gnu99", "-pthread"]
+# -ffp-contract=off: no fused multiply-adds, so each product and sum rounds as in PyTorch's ops;
+# -fno-trapping-math: floorf vectorises (no value changes: nothing here traps on FP exceptions)
 GROUP = 8  # iterations per sweep: rows in flight x 16 planes stay in L2 at video widths
 ROUND = 16  # iterations per round of row bands (ghost rows = ROUND + 2 on each inner side)
 _LIB: list = []  # [CDLL or None] once tried
@@ -90,12 +92,13 @@ def library() -> ctypes.CDLL | None:
         p, i = ctypes.c_void_p, ctypes.c_int
         lib.tvl1_image.argtypes = [i, i, i, i] + [p] * 8
         lib.tvl1_band.argtypes = [i] * 6 + [p] * 11
-        lib.tvl1_solve.argtypes = [i, i, p, p, p, i, p, p, i, i, p]
+        lib.tvl1_solve.argtypes = [i, i, p, p, p, i, p, p, i, i, i, p]
         lib.tvl1_resize.argtypes = lib.tvl1_resize_flow.argtypes = [i, i, p, i, i, p]
         lib.tvl1_centred_gradient.argtypes = [i, i, p, p, i, p, p]
         lib.tvl1_warp.argtypes = [i, i, i, p, p, i, p]
+        lib.tvl1_band_threshold.argtypes = lib.tvl1_thread_backoff.argtypes = [i]
         for f in (lib.tvl1_image, lib.tvl1_band, lib.tvl1_solve, lib.tvl1_resize, lib.tvl1_resize_flow,
-                  lib.tvl1_centred_gradient, lib.tvl1_warp):
+                  lib.tvl1_centred_gradient, lib.tvl1_warp, lib.tvl1_band_threshold, lib.tvl1_thread_backoff):
             f.restype = i
     else:
         unavailable = (errors[-1] if errors else "no kernel folder")[:300]
@@ -213,7 +216,10 @@ def solve(i0: torch.Tensor, i1: torch.Tensor, u: torch.Tensor, plan: Plan, threa
 
     `i0`, `i1` prepared grey float32 frames `(B, 1, H, W)`; `u` the initial flow at the first
     (coarsest) level `(B, 2, h, w)`; returns the flow at the last level `(B, 2, h', w')`.
-    Images run in parallel on `threads` pool threads when B > 1. Reads no tensor value.
+    With B >= threads, images run in parallel on `threads` pool threads, one C thread each;
+    with fewer images, each image's solve gets `threads // B` C threads (row bands of its
+    large levels), so batch 1 uses every core. The result does not depend on `threads`.
+    Reads no tensor value.
     """
     lib = library()
     assert lib is not None, "call library() first"
@@ -226,12 +232,14 @@ def solve(i0: torch.Tensor, i1: torch.Tensor, u: torch.Tensor, plan: Plan, threa
     img, flow0, flow1 = h * w * 4, 2 * first[0] * first[1] * 4, 2 * last[0] * last[1] * 4  # bytes
     p0, p1, pu, po = i0.data_ptr(), i1.data_ptr(), u.data_ptr(), out.data_ptr()
 
+    per_image = max(1, threads // b)  # C threads per image
+
     def one(i: int) -> int:
         return lib.tvl1_solve(h, w, p0 + i * img, p1 + i * img, pu + i * flow0, len(plan.levels),
-                              shape, par, flags, GROUP, po + i * flow1)
+                              shape, par, flags, GROUP, per_image, po + i * flow1)
 
-    threads = max(1, min(threads, b))
-    codes = list(_pool(threads).map(one, range(b))) if threads > 1 else [one(i) for i in range(b)]
+    pool = max(1, min(threads, b))
+    codes = list(_pool(pool).map(one, range(b))) if pool > 1 else [one(i) for i in range(b)]
     if any(codes):
         raise MemoryError("CPU TV-L1 solve: out of memory for its level buffers")
     return out

@@ -14,9 +14,12 @@
  * ghost rows around it, which absorb the wrong borders (they spread one row per iteration).
  */
 #include <math.h>
+#include <pthread.h>
 #include <stddef.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 typedef struct {
     float f00, f01, f10, f11; /* forward-difference taps: x (u[i], u[i+1]), y (same) */
@@ -138,6 +141,29 @@ int tvl1_image(int H, int W, int iters, int group, float *u, float *px, float *p
     return 0;
 }
 
+/* Rows of a band with its ghost rows: [r0 - iters - 2, r1 + iters + 2) within the image. */
+static inline int ghost_lo(int r0, int iters) { return r0 - iters - 2 < 0 ? 0 : r0 - iters - 2; }
+static inline int ghost_hi(int r1, int iters, int H) { return r1 + iters + 2 > H ? H : r1 + iters + 2; }
+
+/* `iters` iterations for rows [r0, r1) of an (H, W) image: state (u, px, py) read from src,
+ * those rows written to dst, on a copy in `mem` (6 * (rows with ghosts) * W floats). The
+ * state's channels and gi's are `img` floats apart; gsq and rc are (H, W). */
+static void band_iterate(const Params *k, int H, int W, int r0, int r1, int iters, int group,
+                         const float *const *src, float *const *dst, size_t img, const float *gi,
+                         const float *gsq, const float *rc, float *mem) {
+    int a = ghost_lo(r0, iters), e = ghost_hi(r1, iters, H);
+    size_t n = (size_t)(e - a), plane = n * W, off = (size_t)a * W;
+    for (int v = 0; v < 3; v++)
+        for (int c = 0; c < 2; c++)
+            memcpy(mem + (2 * v + c) * plane, src[v] + c * img + off, plane * sizeof(float));
+    Buf b = {mem, mem + 2 * plane, mem + 4 * plane, gi + off, gsq + off, rc + off, plane, img, (int)n, W};
+    run(k, &b, iters, group);
+    for (int v = 0; v < 3; v++)
+        for (int c = 0; c < 2; c++)
+            memcpy(dst[v] + c * img + (size_t)r0 * W, mem + (2 * v + c) * plane + (size_t)(r0 - a) * W,
+                   (size_t)(r1 - r0) * W * sizeof(float));
+}
+
 /* `iters` iterations for rows [r0, r1) of an image: reads state from *_in, writes those rows
  * of *_out (other rows untouched). Works on a private copy with iters + 2 ghost rows on each
  * side. Returns 0, or -1 when out of memory. */
@@ -147,9 +173,7 @@ int tvl1_band(int H, int W, int r0, int r1, int iters, int group,
               const float *gi, const float *gsq, const float *rc,
               const float *taps, const float *consts) {
     Params k = params(taps, consts);
-    int a = r0 - iters - 2 < 0 ? 0 : r0 - iters - 2;
-    int e = r1 + iters + 2 > H ? H : r1 + iters + 2;
-    size_t n = (size_t)(e - a), plane = n * W, img = (size_t)H * W;
+    size_t plane = (size_t)(ghost_hi(r1, iters, H) - ghost_lo(r0, iters)) * W;
     /* one buffer per thread, kept between calls: no page faults on every round */
     static __thread float *mem = NULL;
     static __thread size_t cap = 0;
@@ -161,16 +185,7 @@ int tvl1_band(int H, int W, int r0, int r1, int iters, int group,
     }
     const float *src[3] = {u_in, px_in, py_in};
     float *dst[3] = {u_out, px_out, py_out};
-    for (int v = 0; v < 3; v++)
-        for (int c = 0; c < 2; c++)
-            memcpy(mem + (2 * v + c) * plane, src[v] + c * img + (size_t)a * W, plane * sizeof(float));
-    size_t off = (size_t)a * W;
-    Buf b = {mem, mem + 2 * plane, mem + 4 * plane, gi + off, gsq + off, rc + off, plane, img, (int)n, W};
-    run(&k, &b, iters, group);
-    for (int v = 0; v < 3; v++)
-        for (int c = 0; c < 2; c++)
-            memcpy(dst[v] + c * img + (size_t)r0 * W, mem + (2 * v + c) * plane + (size_t)(r0 - a) * W,
-                   (size_t)(r1 - r0) * W * sizeof(float));
+    band_iterate(&k, H, W, r0, r1, iters, group, src, dst, (size_t)H * W, gi, gsq, rc, mem);
     return 0;
 }
 
@@ -187,20 +202,37 @@ static inline int imin(int a, int b) { return a < b ? a : b; }
 static inline int imax(int a, int b) { return a > b ? a : b; }
 
 /* `F.interpolate(mode="area")` = adaptive average pooling: output pixel i averages input
- * [floor(i*in/out), ceil((i+1)*in/out)) in each direction, summed row by row. */
-static void area_resize(const float *src, int H, int W, float *dst, int h, int w) {
+ * [floor(i*in/out), ceil((i+1)*in/out)) in each direction, summed row by row as ATen does
+ * (the loops run window row by window row across the whole output row, so that halving
+ * and quartering vectorise), then / rows / columns. */
+static void area_resize(const float *src, int H, int W, float *dst, int h, int w, int r0, int r1) {
     int xa[w], xb[w]; /* column windows, computed once */
-    for (int ox = 0; ox < w; ox++)
+    float cols[w];
+    for (int ox = 0; ox < w; ox++) {
         xa[ox] = (int)((long)ox * W / w), xb[ox] = (int)(((long)(ox + 1) * W + w - 1) / w);
-    for (int oy = 0; oy < h; oy++) {
+        cols[ox] = (float)(xb[ox] - xa[ox]);
+    }
+    for (int oy = r0; oy < r1; oy++) {
         int y0 = (int)((long)oy * H / h), y1 = (int)(((long)(oy + 1) * H + h - 1) / h);
-        for (int ox = 0; ox < w; ox++) {
-            int x0 = xa[ox], x1 = xb[ox];
-            float sum = 0.0f;
-            for (int y = y0; y < y1; y++)
-                for (int x = x0; x < x1; x++) sum += src[(size_t)y * W + x];
-            dst[(size_t)oy * w + ox] = sum / (float)(y1 - y0) / (float)(x1 - x0);
+        float *restrict acc = dst + (size_t)oy * w;
+        for (int ox = 0; ox < w; ox++) acc[ox] = 0.0f;
+        for (int y = y0; y < y1; y++) {
+            const float *restrict row = src + (size_t)y * W;
+            if (W == 2 * w) {
+                for (int ox = 0; ox < w; ox++) acc[ox] = (acc[ox] + row[2 * ox]) + row[2 * ox + 1];
+            } else if (W == 4 * w) {
+                for (int ox = 0; ox < w; ox++)
+                    acc[ox] = (((acc[ox] + row[4 * ox]) + row[4 * ox + 1]) + row[4 * ox + 2]) + row[4 * ox + 3];
+            } else {
+                for (int ox = 0; ox < w; ox++) {
+                    float sum = acc[ox];
+                    for (int x = xa[ox]; x < xb[ox]; x++) sum += row[x];
+                    acc[ox] = sum;
+                }
+            }
         }
+        const float rows = (float)(y1 - y0);
+        for (int ox = 0; ox < w; ox++) acc[ox] = acc[ox] / rows / cols[ox];
     }
 }
 
@@ -226,11 +258,11 @@ static void linear_tap(int o, int in, int out, int *i0, int *i1, float *l0, floa
 }
 
 /* `F.interpolate(mode="bilinear", align_corners=False)` of one plane. */
-static void bilinear_resize(const float *src, int H, int W, float *dst, int h, int w) {
+static void bilinear_resize(const float *src, int H, int W, float *dst, int h, int w, int r0, int r1) {
     int xa[w], xb[w]; /* column taps, computed once */
     float va[w], vb[w];
     for (int ox = 0; ox < w; ox++) linear_tap(ox, W, w, &xa[ox], &xb[ox], &va[ox], &vb[ox]);
-    for (int oy = 0; oy < h; oy++) {
+    for (int oy = r0; oy < r1; oy++) {
         int ya, yb;
         float wa, wb;
         linear_tap(oy, H, h, &ya, &yb, &wa, &wb);
@@ -241,40 +273,46 @@ static void bilinear_resize(const float *src, int H, int W, float *dst, int h, i
     }
 }
 
-/* `ops.resize` of one plane: a copy at the same size, area when shrinking, else bilinear. */
-static void resize_plane(const float *src, int H, int W, float *dst, int h, int w) {
+/* Output rows [r0, r1) of `ops.resize` of one plane: a copy at the same size, area when
+ * shrinking, else bilinear. */
+static void resize_plane(const float *src, int H, int W, float *dst, int h, int w, int r0, int r1) {
     if (H == h && W == w)
-        memcpy(dst, src, (size_t)h * w * sizeof(float));
+        memcpy(dst + (size_t)r0 * w, src + (size_t)r0 * w, (size_t)(r1 - r0) * w * sizeof(float));
     else if (h <= H && w <= W)
-        area_resize(src, H, W, dst, h, w);
+        area_resize(src, H, W, dst, h, w, r0, r1);
     else
-        bilinear_resize(src, H, W, dst, h, w);
+        bilinear_resize(src, H, W, dst, h, w, r0, r1);
 }
 
-/* `ops.resize_flow`: resize both planes, then u *= w/W and v *= h/H (ratios in double, as
- * Python computes them, applied in float). */
-int tvl1_resize_flow(int H, int W, const float *src, int h, int w, float *dst) {
-    size_t n = (size_t)h * w;
-    resize_plane(src, H, W, dst, h, w);
-    resize_plane(src + (size_t)H * W, H, W, dst + n, h, w);
-    if (H == h && W == w) return 0;
+/* Output rows [r0, r1) of `ops.resize_flow`: resize both planes, then u *= w/W and v *= h/H
+ * (ratios in double, as Python computes them, applied in float). */
+static void resize_flow_rows(int H, int W, const float *src, int h, int w, float *dst, int r0, int r1) {
+    size_t n = (size_t)h * w, i0 = (size_t)r0 * w, i1 = (size_t)r1 * w;
+    resize_plane(src, H, W, dst, h, w, r0, r1);
+    resize_plane(src + (size_t)H * W, H, W, dst + n, h, w, r0, r1);
+    if (H == h && W == w) return;
     float sx = (float)((double)w / W), sy = (float)((double)h / H);
-    for (size_t i = 0; i < n; i++) dst[i] *= sx;
-    for (size_t i = 0; i < n; i++) dst[n + i] *= sy;
+    for (size_t i = i0; i < i1; i++) dst[i] *= sx;
+    for (size_t i = i0; i < i1; i++) dst[n + i] *= sy;
+}
+
+int tvl1_resize_flow(int H, int W, const float *src, int h, int w, float *dst) {
+    resize_flow_rows(H, W, src, h, w, dst, 0, h);
     return 0;
 }
 
 /* `ops.resize` of one plane (exported for the tests). */
 int tvl1_resize(int H, int W, const float *src, int h, int w, float *dst) {
-    resize_plane(src, H, W, dst, h, w);
+    resize_plane(src, H, W, dst, h, w, 0, h);
     return 0;
 }
 
-/* `ops.centred_gradient` with taps t (2, 3): "zero" border (replicate = 0) leaves the first
- * and last column (row) at zero, and all of it when the image is 1 or 2 wide (high);
- * "replicate" extends the image by its border pixels. */
-int tvl1_centred_gradient(int h, int w, const float *x, const float *t, int replicate, float *gx, float *gy) {
-    for (int r = 0; r < h; r++) {
+/* Rows [r0, r1) of `ops.centred_gradient` with taps t (2, 3): "zero" border (replicate = 0)
+ * leaves the first and last column (row) at zero, and all of it when the image is 1 or 2
+ * wide (high); "replicate" extends the image by its border pixels. */
+static void gradient_rows(int h, int w, const float *x, const float *t, int replicate, float *gx, float *gy,
+                          int r0, int r1) {
+    for (int r = r0; r < r1; r++) {
         const float *row = x + (size_t)r * w;
         float *ox = gx + (size_t)r * w;
         if (replicate) {
@@ -287,7 +325,7 @@ int tvl1_centred_gradient(int h, int w, const float *x, const float *t, int repl
             for (int c = 1; c < w - 1; c++) ox[c] = (t[0] * row[c - 1] + t[1] * row[c]) + t[2] * row[c + 1];
         }
     }
-    for (int r = 0; r < h; r++) {
+    for (int r = r0; r < r1; r++) {
         float *oy = gy + (size_t)r * w;
         if (!replicate && (h <= 2 || r == 0 || r == h - 1)) {
             memset(oy, 0, (size_t)w * sizeof(float));
@@ -296,6 +334,10 @@ int tvl1_centred_gradient(int h, int w, const float *x, const float *t, int repl
         const float *a = x + (size_t)imax(r - 1, 0) * w, *b = x + (size_t)r * w, *c = x + (size_t)imin(r + 1, h - 1) * w;
         for (int i = 0; i < w; i++) oy[i] = (t[3] * a[i] + t[4] * b[i]) + t[5] * c[i];
     }
+}
+
+int tvl1_centred_gradient(int h, int w, const float *x, const float *t, int replicate, float *gx, float *gy) {
+    gradient_rows(h, w, x, t, replicate, gx, gy, 0, h);
     return 0;
 }
 
@@ -414,6 +456,69 @@ static inline v4 sample3_cubic(const v4 *st, const Grid *g, float px, float py) 
     return ((cy[0] * r[0] + cy[1] * r[1]) + cy[2] * r[2]) + cy[3] * r[3];
 }
 
+/* The positions (floors) and cubic weights of one row of `sample3_cubic_row`, vectorised
+ * (each array its own restrict parameter, so that the compiler sees they do not overlap). */
+static void cubic_row_weights(const Grid *g, int y, const float *restrict ux, const float *restrict uy,
+                              float *restrict FX, float *restrict FY, float *restrict x0, float *restrict x1,
+                              float *restrict x2, float *restrict x3, float *restrict y0, float *restrict y1,
+                              float *restrict y2, float *restrict y3) {
+    const int w = g->w;
+    const float nx = g->nx, ny = g->ny, sx = g->sx, sy = g->sy, A = -0.75f;
+    for (int x = 0; x < w; x++) {
+        float X = (((float)x + ux[x]) * nx - 1.0f + 1.0f) * sx;
+        float Y = (((float)y + uy[x]) * ny - 1.0f + 1.0f) * sy;
+        float fx = floorf(X), fy = floorf(Y);
+        FX[x] = fx, FY[x] = fy;
+        float tx = X - fx, ty = Y - fy; /* cubic_weights of both, written out */
+        float vx = tx + 1.0f, vy = ty + 1.0f;
+        x0[x] = ((A * vx - 5.0f * A) * vx + 8.0f * A) * vx - 4.0f * A;
+        y0[x] = ((A * vy - 5.0f * A) * vy + 8.0f * A) * vy - 4.0f * A;
+        vx = tx, vy = ty;
+        x1[x] = ((A + 2.0f) * vx - (A + 3.0f)) * vx * vx + 1.0f;
+        y1[x] = ((A + 2.0f) * vy - (A + 3.0f)) * vy * vy + 1.0f;
+        vx = 1.0f - tx, vy = 1.0f - ty;
+        x2[x] = ((A + 2.0f) * vx - (A + 3.0f)) * vx * vx + 1.0f;
+        y2[x] = ((A + 2.0f) * vy - (A + 3.0f)) * vy * vy + 1.0f;
+        vx = 2.0f - tx, vy = 2.0f - ty;
+        x3[x] = ((A * vx - 5.0f * A) * vx + 8.0f * A) * vx - 4.0f * A;
+        y3[x] = ((A * vy - 5.0f * A) * vy + 8.0f * A) * vy - 4.0f * A;
+    }
+}
+
+/* `sample3_cubic` at the pixels (x, y) + u of one row (x in [0, w)): the positions and the
+ * cubic weights of the whole row first (the same arithmetic, vectorised across the row),
+ * then the 16 taps of each pixel. `wk` holds 10 * w floats. Writes the three planes. */
+static void sample3_cubic_row(const v4 *st, const Grid *g, int y, const float *ux, const float *uy, float *wk,
+                              float *o0, float *o1, float *o2) {
+    const int h = g->h, w = g->w;
+    float *FX = wk, *FY = wk + w, *x0 = wk + 2 * w, *x1 = wk + 3 * w, *x2 = wk + 4 * w, *x3 = wk + 5 * w,
+          *y0 = wk + 6 * w, *y1 = wk + 7 * w, *y2 = wk + 8 * w, *y3 = wk + 9 * w;
+    cubic_row_weights(g, y, ux, uy, FX, FY, x0, x1, x2, x3, y0, y1, y2, y3);
+    const float xmax = (float)(w - 3), ymax = (float)(h - 3);
+    for (int x = 0; x < w; x++) {
+        const float fx = FX[x], fy = FY[x];
+        const float c0 = x0[x], c1 = x1[x], c2 = x2[x], c3 = x3[x];
+        v4 r[4];
+        if (fx >= 1.0f && fx <= xmax && fy >= 1.0f && fy <= ymax) { /* no tap clamped */
+            const v4 *p = st + (size_t)((int)fy - 1) * w + ((int)fx - 1);
+            for (int k = 0; k < 4; k++, p += w) r[k] = ((c0 * p[0] + c1 * p[1]) + c2 * p[2]) + c3 * p[3];
+        } else {
+            int xs[4];
+            size_t ys[4];
+            for (int k = 0; k < 4; k++) {
+                xs[k] = clamp_index(fx + (float)(k - 1), w);
+                ys[k] = (size_t)clamp_index(fy + (float)(k - 1), h) * w;
+            }
+            for (int k = 0; k < 4; k++) {
+                const v4 *row = st + ys[k];
+                r[k] = ((c0 * row[xs[0]] + c1 * row[xs[1]]) + c2 * row[xs[2]]) + c3 * row[xs[3]];
+            }
+        }
+        v4 v = ((y0[x] * r[0] + y1[x] * r[1]) + y2[x] * r[2]) + y3[x] * r[3];
+        o0[x] = v[0], o1[x] = v[1], o2[x] = v[2];
+    }
+}
+
 /* `ops.warp` of `np` (<= 4) planes (np, h, w) by the flow u (2, h, w) (exported for the tests). */
 int tvl1_warp(int h, int w, int np, const float *src, const float *u, int bilinear, float *dst) {
     size_t n = (size_t)h * w;
@@ -456,116 +561,420 @@ static float select_kth(float *a, size_t n, size_t k) {
     }
     return a[k];
 }
+
+/* The median of the brightness shift in two steps, so that row bands can share it: a
+ * histogram of each band's values by the top KEY_BITS of their order-preserving keys, the
+ * bin that holds the k-th smallest of all, then a selection among that bin's values only.
+ * The value is the k-th smallest whatever the bands (-0 sorts below +0). */
+#define KEY_BITS 12
+#define BINS (1 << KEY_BITS)
+
+static inline uint32_t key_bin(float f) {
+    uint32_t b;
+    memcpy(&b, &f, sizeof b);
+    return (b & 0x80000000u ? ~b : b | 0x80000000u) >> (32 - KEY_BITS);
+}
+
+static void key_histogram(const float *a, size_t m, uint32_t *hist) {
+    memset(hist, 0, BINS * sizeof *hist);
+    for (size_t i = 0; i < m; i++) hist[key_bin(a[i])]++;
+}
+
+/* The bin of the k-th smallest of the nh histograms' values, and its rank in that bin. */
+static uint32_t kth_bin(uint32_t *const *hists, int nh, size_t k, size_t *rank) {
+    size_t below = 0;
+    for (uint32_t b = 0; b < BINS; b++) {
+        size_t c = 0;
+        for (int j = 0; j < nh; j++) c += hists[j][b];
+        if (k < below + c) {
+            *rank = k - below;
+            return b;
+        }
+        below += c;
+    }
+    *rank = 0;
+    return BINS; /* k beyond the counts: not reached */
+}
+
+/* Moves the values of a[0..m) that fall in bin b to the front; returns how many. */
+static size_t keep_bin(float *a, size_t m, uint32_t b) {
+    size_t c = 0;
+    for (size_t i = 0; i < m; i++)
+        if (key_bin(a[i]) == b) a[c++] = a[i];
+    return c;
+}
+
 #define LEVEL_INTS 4    /* h, w, warps, iters */
 #define LEVEL_FLOATS 18 /* centred taps (6), forward (4), backward (4), consts (4) */
 
-/* One warp of `_tv_l1_level`: warp i1, ix, iy by u (or not: `identity`); with `bias`, shift
- * the warped i1 by the median of (i0 - it) over the pixels that stay inside (`ops.median_offset`,
- * `scratch` holds n floats); blank the data term where x + u leaves the image (unless
- * `border`); then grad_i, grad_sq and rho_c. */
-static void warp_data(int h, int w, const float *i0, const float *const *stack, const v4 *inter,
-                      const float *u, int identity, int border, int bilinear, int bias, float eps, float *gi,
-                      float *gsq, float *rc, float *scratch) {
-    size_t n = (size_t)h * w, m = 0;
-    const float lox = -0.5f, hix = (float)(w - 1) + 0.5f, hiy = (float)(h - 1) + 0.5f;
-    Grid g = grid(h, w);
-    for (int y = 0; y < h; y++) /* warped values: i1 into rc (for now), the gradients into gi */
+
+/* One warp of `_tv_l1_level` on an (h, w) level, in three passes over rows [r0, r1) so that
+ * row bands of a level can run on threads: warp i1, ix, iy by u (or not: `identity`); with
+ * `bias`, shift the warped i1 by the median of (i0 - it) over the pixels that stay inside
+ * (`ops.median_offset`); blank the data term where x + u leaves the image (unless `border`);
+ * then grad_i, grad_sq and rho_c. */
+typedef struct {
+    int h, w, identity, border, bilinear;
+    float eps;
+    const float *i0, *const *stack; /* frame 0; frame 1 and its gradients (3 planes) */
+    const v4 *inter;                /* the same three interleaved (bicubic only) */
+    const float *u;                 /* (2, h, w) */
+    float *gi, *gsq, *rc;
+} Warp;
+
+static inline int stays_inside(const Warp *d, int x, int y, size_t o) {
+    const float lo = -0.5f, hix = (float)(d->w - 1) + 0.5f, hiy = (float)(d->h - 1) + 0.5f;
+    float px = (float)x + d->u[o], py = (float)y + d->u[(size_t)d->h * d->w + o];
+    return px >= lo && px <= hix && py >= lo && py <= hiy;
+}
+
+/* Pass 1: the warped values, i1 into rc (for now) and the gradients into gi. */
+static void warp_values(const Warp *d, int r0, int r1) {
+    const int w = d->w;
+    size_t n = (size_t)d->h * w;
+    Grid g = grid(d->h, w);
+    if (!d->identity && !d->bilinear) {
+        float *wk = malloc(10 * (size_t)w * sizeof(float));
+        if (wk) {
+            for (int y = r0; y < r1; y++) {
+                size_t o = (size_t)y * w;
+                sample3_cubic_row(d->inter, &g, y, d->u + o, d->u + n + o, wk, d->rc + o, d->gi + o, d->gi + n + o);
+            }
+            free(wk);
+            return;
+        }
+    }
+    for (int y = r0; y < r1; y++)
         for (int x = 0; x < w; x++) {
             size_t o = (size_t)y * w + x;
             float v[3];
-            if (identity) {
-                v[0] = stack[0][o], v[1] = stack[1][o], v[2] = stack[2][o];
+            if (d->identity) {
+                v[0] = d->stack[0][o], v[1] = d->stack[1][o], v[2] = d->stack[2][o];
             } else {
-                float px = (float)x + u[o], py = (float)y + u[n + o];
-                if (bilinear) {
-                    sample(stack, 3, &g, px, py, 1, v);
+                float px = (float)x + d->u[o], py = (float)y + d->u[n + o];
+                if (d->bilinear) {
+                    sample(d->stack, 3, &g, px, py, 1, v);
                 } else {
-                    v4 s = sample3_cubic(inter, &g, px, py);
+                    v4 s = sample3_cubic(d->inter, &g, px, py);
                     v[0] = s[0], v[1] = s[1], v[2] = s[2];
                 }
             }
-            rc[o] = v[0], gi[o] = v[1], gi[n + o] = v[2];
-        }
-    float shift = 0.0f;
-    if (bias) {
-        for (int y = 0; y < h; y++)
-            for (int x = 0; x < w; x++) {
-                size_t o = (size_t)y * w + x;
-                float px = (float)x + u[o], py = (float)y + u[n + o];
-                if (identity || (px >= lox && px <= hix && py >= lox && py <= hiy)) scratch[m++] = i0[o] - rc[o];
-            }
-        shift = m ? select_kth(scratch, m, (m - 1) / 2) : 0.0f; /* the lower middle, as torch */
-    }
-    for (int y = 0; y < h; y++)
-        for (int x = 0; x < w; x++) {
-            size_t o = (size_t)y * w + x;
-            float u1 = u[o], u2 = u[n + o], v0 = rc[o], v1 = gi[o], v2 = gi[n + o];
-            if (bias) v0 = v0 + shift;
-            if (!identity && !border) {
-                float px = (float)x + u1, py = (float)y + u2;
-                if (!(px >= lox && px <= hix && py >= lox && py <= hiy)) v0 = i0[o], v1 = 0.0f, v2 = 0.0f;
-            }
-            gi[o] = v1;
-            gi[n + o] = v2;
-            gsq[o] = (v1 * v1 + v2 * v2) + eps;
-            rc[o] = (v0 - (v1 * u1 + v2 * u2)) - i0[o];
+            d->rc[o] = v[0], d->gi[o] = v[1], d->gi[n + o] = v[2];
         }
 }
 
-/* The whole solve of one image: levels coarsest first, `shape` (levels, 4) = h, w, warps,
- * iters; `par` (levels, 18) = centred (2, 3), forward (2, 2), backward (2, 2) taps, then
- * lambda*theta, theta, tau/theta, eps. i0, i1 (H, W) prepared grey frames; u_init (2, h, w)
- * at the first level; out (2, h, w) at the last. The frames of each level are area averages
- * of the full frames; the flow goes from level to level by `ops.resize_flow`.
+/* Pass 2 (brightness bias): i0 - warped i1 at the pixels that stay inside, in row-major
+ * order, into `out`; returns how many. */
+static size_t warp_diffs(const Warp *d, int r0, int r1, float *out) {
+    size_t m = 0;
+    for (int y = r0; y < r1; y++)
+        for (int x = 0; x < d->w; x++) {
+            size_t o = (size_t)y * d->w + x;
+            if (d->identity || stays_inside(d, x, y, o)) out[m++] = d->i0[o] - d->rc[o];
+        }
+    return m;
+}
+
+/* Pass 3: shift, mask, grad_i, grad_sq and rho_c. */
+static void warp_finish(const Warp *d, int bias, float shift, int r0, int r1) {
+    const int w = d->w;
+    size_t n = (size_t)d->h * w;
+    for (int y = r0; y < r1; y++)
+        for (int x = 0; x < w; x++) {
+            size_t o = (size_t)y * w + x;
+            float u1 = d->u[o], u2 = d->u[n + o], v0 = d->rc[o], v1 = d->gi[o], v2 = d->gi[n + o];
+            if (bias) v0 = v0 + shift;
+            if (!d->identity && !d->border && !stays_inside(d, x, y, o)) v0 = d->i0[o], v1 = 0.0f, v2 = 0.0f;
+            d->gi[o] = v1;
+            d->gi[n + o] = v2;
+            d->gsq[o] = (v1 * v1 + v2 * v2) + d->eps;
+            d->rc[o] = (v0 - (v1 * u1 + v2 * u2)) - d->i0[o];
+        }
+}
+
+/* ---- One image's solve on `nt` threads -------------------------------------------------
+ *
+ * Levels of at least `min_band_pixels` are cut into nt row bands, one per thread: resizes,
+ * gradient and warps by rows; the median of the brightness shift from the bands' histograms
+ * and the candidates of its bin (the same value as one thread's); the iterations in rounds of at
+ * most ROUND, each band on a private copy with ghost rows, from one state buffer into the
+ * other (so every value is the one whole-image iterations give). Smaller levels run on
+ * thread 0 alone while the others wait: a barrier costs more than their work. Threads wait
+ * in pthread barriers (futexes), never spinning, so a busy machine loses no core to them. */
+static int min_band_pixels = 8192; /* see tvl1_band_threshold */
+/* Back-off on a busy machine: when a threaded solve takes longer than its threads' CPU time
+ * together, its threads waited for cores more than they shared work (each barrier waits for
+ * a descheduled thread), and one thread would have been faster. After STRIKES such solves
+ * in a row, the next `backoff_calls` solves (of any caller) run on one thread, and the one
+ * after that tries threads again (one slow try sends it back). */
+#define STRIKES 3
+static int backoff_calls = 64;
+static int backoff_left = 0, strikes = 0; /* atomic */
+
+static double seconds(clockid_t clock) {
+    struct timespec ts;
+    clock_gettime(clock, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+#define ROUND 16 /* iterations per round of bands: ghost rows = ROUND + 2 on each inner side */
+#define MAX_THREADS 16
+
+typedef struct {
+    int H, W, levels, flags, group, nt, min_px;
+    const float *i0, *i1;
+    const int *shape;
+    const float *par;
+    float *S[2][3];           /* two state sets (u, px, py), each (2, h, w) */
+    float *l0, *l1, *gx, *gy, *gi, *gsq, *rc, *diffs;
+    v4 *inter;                /* i1, ix, iy interleaved for the bicubic warp */
+    float *band[MAX_THREADS]; /* each thread's copy of its band with ghost rows */
+    float *pick[MAX_THREADS]; /* each thread's copy of the median's candidates */
+    uint32_t *hist[MAX_THREADS];
+    size_t count[MAX_THREADS], kept[MAX_THREADS];
+    double cpu[MAX_THREADS]; /* each thread's CPU seconds in solve_levels */
+    pthread_barrier_t bar;
+    pthread_mutex_t gate_lock; /* workers wait for the gate until `nt` is final */
+    pthread_cond_t gate_cond;
+    int gate;
+} Solve;
+
+/* Bands of an (h, w) level: nt, or 1 when it is too small to share. */
+static int bands_of(int nt, int min_px, int h, int w) {
+    return nt > 1 && (size_t)h * w >= (size_t)min_px && h >= nt ? nt : 1;
+}
+
+/* Sets how many solves run on one thread after a threaded one was slowed by a busy machine
+ * (0: never back off), when `calls` >= 0; returns the setting before (the tests turn it off
+ * so that their threaded solves do run on threads). */
+int tvl1_thread_backoff(int calls) {
+    int old = backoff_calls;
+    if (calls >= 0) {
+        backoff_calls = calls;
+        __atomic_store_n(&backoff_left, 0, __ATOMIC_RELAXED);
+        __atomic_store_n(&strikes, 0, __ATOMIC_RELAXED);
+    }
+    return old;
+}
+
+/* Sets the smallest level (pixels) that is cut into bands, when `px` > 0; returns the
+ * setting before (the tests band every level to check the band edges on small images). */
+int tvl1_band_threshold(int px) {
+    int old = min_band_pixels;
+    if (px > 0) min_band_pixels = px;
+    return old;
+}
+
+static inline int edge(int k, int nb, int h) { return (int)((long)k * h / nb); }
+
+static inline void sync_bands(Solve *s, int nb) {
+    if (nb > 1) pthread_barrier_wait(&s->bar);
+}
+
+/* The levels as thread t runs them; returns which state set holds the final flow. */
+static int solve_levels(Solve *s, int t) {
+    double cpu0 = seconds(CLOCK_THREAD_CPUTIME_ID);
+    int c = 0, ph = s->shape[0], pw = s->shape[1], prev_nb = 1;
+    for (int l = 0; l < s->levels; l++) {
+        const int *sh = s->shape + l * LEVEL_INTS;
+        const float *p = s->par + l * LEVEL_FLOATS;
+        const int h = sh[0], w = sh[1], warps = sh[2], iters = sh[3], flags = s->flags;
+        const int nb = bands_of(s->nt, s->min_px, h, w), resized = h != ph || w != pw, qh = ph, qw = pw;
+        const size_t n = (size_t)h * w;
+        ph = h, pw = w;
+        if (t >= nb) { /* thread 0 runs this level alone: only follow its state set */
+            c ^= resized;
+            prev_nb = nb;
+            continue;
+        }
+        if (nb > 1 && prev_nb == 1 && l > 0) sync_bands(s, nb); /* thread 0's previous level is done */
+        prev_nb = nb;
+        const int r0 = edge(t, nb, h), r1 = edge(t + 1, nb, h);
+        const size_t o0 = (size_t)r0 * w, rows = (size_t)(r1 - r0) * w;
+        if (resized) {
+            resize_flow_rows(qh, qw, s->S[c][0], h, w, s->S[c ^ 1][0], r0, r1);
+            c ^= 1;
+        }
+        const float *a = s->i0, *b = s->i1;
+        if (h != s->H || w != s->W) {
+            resize_plane(s->i0, s->H, s->W, s->l0, h, w, r0, r1);
+            resize_plane(s->i1, s->H, s->W, s->l1, h, w, r0, r1);
+            a = s->l0, b = s->l1;
+        }
+        for (int ch = 0; ch < 2; ch++) {
+            memset(s->S[c][1] + ch * n + o0, 0, rows * sizeof(float));
+            memset(s->S[c][2] + ch * n + o0, 0, rows * sizeof(float));
+        }
+        sync_bands(s, nb); /* the gradient reads the rows around the band */
+        gradient_rows(h, w, b, p, flags & REPLICATE, s->gx, s->gy, r0, r1);
+        if (!(flags & BILINEAR))
+            for (size_t i = o0; i < o0 + rows; i++) s->inter[i] = (v4){b[i], s->gx[i], s->gy[i], 0.0f};
+        sync_bands(s, nb); /* the warp reads anywhere */
+        Params k = params(p + 6, p + 14);
+        const float *stack[3] = {b, s->gx, s->gy};
+        const int bias = flags & BIAS;
+        for (int warp = 0; warp < warps; warp++) {
+            Warp d = {h, w, l == 0 && warp == 0 && (flags & U_IS_ZERO), flags & DATA_BORDER, flags & BILINEAR,
+                      p[17], a, stack, s->inter, s->S[c][0], s->gi, s->gsq, s->rc};
+            warp_values(&d, r0, r1);
+            float shift = 0.0f;
+            if (bias) { /* the lower middle, as torch: the ((m - 1) / 2)-th smallest */
+                float *own = s->diffs + o0;
+                size_t m = warp_diffs(&d, r0, r1, own), rank = 0;
+                key_histogram(own, m, s->hist[t]);
+                s->count[t] = m;
+                sync_bands(s, nb); /* every band's histogram */
+                m = 0;
+                for (int j = 0; j < nb; j++) m += s->count[j];
+                uint32_t bin = m ? kth_bin(s->hist, nb, (m - 1) / 2, &rank) : 0;
+                s->kept[t] = m ? keep_bin(own, s->count[t], bin) : 0;
+                if (nb == 1) {
+                    shift = s->kept[0] ? select_kth(own, s->kept[0], rank) : 0.0f;
+                } else {
+                    sync_bands(s, nb); /* every band's candidates */
+                    size_t c = 0;
+                    for (int j = 0; j < nb; j++) {
+                        memcpy(s->pick[t] + c, s->diffs + (size_t)edge(j, nb, h) * w, s->kept[j] * sizeof(float));
+                        c += s->kept[j];
+                    }
+                    shift = c ? select_kth(s->pick[t], c, rank) : 0.0f;
+                }
+            }
+            warp_finish(&d, bias, shift, r0, r1);
+            if (nb == 1) {
+                Buf buf = {s->S[c][0], s->S[c][1], s->S[c][2], s->gi, s->gsq, s->rc, n, n, h, w};
+                run(&k, &buf, iters, s->group);
+                continue;
+            }
+            /* the bands read the data term of their ghost rows; the next warp's differences
+             * overwrite candidates that other threads copy */
+            if (iters > 0 || bias) sync_bands(s, nb);
+            int rounds = (iters + ROUND - 1) / ROUND;
+            for (int r = 0, done = 0; r < rounds; r++) {
+                int m = (iters - done) / (rounds - r); /* even rounds of at most ROUND */
+                const float *src[3] = {s->S[c][0], s->S[c][1], s->S[c][2]};
+                float *dst[3] = {s->S[c ^ 1][0], s->S[c ^ 1][1], s->S[c ^ 1][2]};
+                band_iterate(&k, h, w, r0, r1, m, s->group, src, dst, n, s->gi, s->gsq, s->rc, s->band[t]);
+                sync_bands(s, nb);
+                c ^= 1, done += m;
+            }
+        }
+        if (nb > 1 && (warps == 0 || iters == 0)) sync_bands(s, nb); /* no round ended the level */
+    }
+    s->cpu[t] = seconds(CLOCK_THREAD_CPUTIME_ID) - cpu0;
+    return c;
+}
+
+typedef struct {
+    Solve *s;
+    int t;
+} Worker;
+
+static void *worker(void *arg) {
+    Worker *wk = arg;
+    Solve *s = wk->s;
+    pthread_mutex_lock(&s->gate_lock);
+    while (!s->gate) pthread_cond_wait(&s->gate_cond, &s->gate_lock);
+    pthread_mutex_unlock(&s->gate_lock);
+    if (wk->t < s->nt) solve_levels(s, wk->t);
+    return NULL;
+}
+
+/* The whole solve of one image on `threads` threads (1: this one only): levels coarsest
+ * first, `shape` (levels, 4) = h, w, warps, iters; `par` (levels, 18) = centred (2, 3),
+ * forward (2, 2), backward (2, 2) taps, then lambda*theta, theta, tau/theta, eps. i0, i1
+ * (H, W) prepared grey frames; u_init (2, h, w) at the first level; out (2, h, w) at the
+ * last. The frames of each level are area averages of the full frames; the flow goes from
+ * level to level by `ops.resize_flow`. The result does not depend on `threads`.
  * Returns 0, or -1 when out of memory. */
 int tvl1_solve(int H, int W, const float *i0, const float *i1, const float *u_init, int levels,
-               const int *shape, const float *par, int flags, int group, float *out) {
-    size_t big = 1;
+               const int *shape, const float *par, int flags, int group, int threads, float *out) {
+    int nt = threads < 1 ? 1 : (threads > MAX_THREADS ? MAX_THREADS : threads), banded = 0, min_px = min_band_pixels;
+    size_t big = 1, band = 0;
     for (int l = 0; l < levels; l++) {
-        size_t n = (size_t)shape[l * LEVEL_INTS] * shape[l * LEVEL_INTS + 1];
-        big = n > big ? n : big;
-    }
-    float *mem = aligned_alloc(16, 20 * big * sizeof(float));
-    if (!mem) return -1;
-    v4 *inter = (v4 *)(mem + 16 * big); /* i1, ix, iy interleaved for the bicubic warp */
-    float *l0 = mem, *l1 = mem + big, *gx = mem + 2 * big, *gy = mem + 3 * big, *u = mem + 4 * big,
-          *px = mem + 6 * big, *py = mem + 8 * big, *gi = mem + 10 * big, *gsq = mem + 12 * big,
-          *rc = mem + 13 * big, *tmp = mem + 14 * big;
-    int ph = shape[0], pw = shape[1];
-    memcpy(u, u_init, 2 * (size_t)ph * pw * sizeof(float));
-    for (int l = 0; l < levels; l++) {
-        const int *s = shape + l * LEVEL_INTS;
-        const float *p = par + l * LEVEL_FLOATS;
-        int h = s[0], w = s[1];
+        int h = shape[l * LEVEL_INTS], w = shape[l * LEVEL_INTS + 1];
         size_t n = (size_t)h * w;
-        if (h != ph || w != pw) {
-            tvl1_resize_flow(ph, pw, u, h, w, tmp);
-            float *t = u;
-            u = tmp, tmp = t;
+        big = n > big ? n : big;
+        if (bands_of(nt, min_px, h, w) > 1) {
+            size_t rows = (size_t)imin(h, (h + nt - 1) / nt + 2 * (ROUND + 2));
+            band = 6 * rows * w > band ? 6 * rows * w : band;
+            banded = 1;
         }
-        const float *a = i0, *b = i1;
-        if (h != H || w != W) {
-            resize_plane(i0, H, W, l0, h, w);
-            resize_plane(i1, H, W, l1, h, w);
-            a = l0, b = l1;
-        }
-        tvl1_centred_gradient(h, w, b, p, flags & REPLICATE, gx, gy);
-        const float *stack[3] = {b, gx, gy};
-        if (!(flags & BILINEAR))
-            for (size_t i = 0; i < n; i++) inter[i] = (v4){b[i], gx[i], gy[i], 0.0f};
-        memset(px, 0, 2 * n * sizeof(float));
-        memset(py, 0, 2 * n * sizeof(float));
-        Params k = params(p + 6, p + 14);
-        Buf buf = {u, px, py, gi, gsq, rc, n, n, h, w};
-        for (int warp = 0; warp < s[2]; warp++) {
-            int identity = l == 0 && warp == 0 && (flags & U_IS_ZERO);
-            warp_data(h, w, a, stack, inter, u, identity, flags & DATA_BORDER, flags & BILINEAR, flags & BIAS, p[17],
-                      gi, gsq, rc, tmp);
-            run(&k, &buf, s[3], group);
-        }
-        ph = h, pw = w;
     }
-    memcpy(out, u, 2 * (size_t)ph * pw * sizeof(float));
+    if (!banded) nt = 1;
+    if (nt > 1 && __atomic_load_n(&backoff_left, __ATOMIC_RELAXED) > 0) { /* a busy machine lately */
+        __atomic_fetch_sub(&backoff_left, 1, __ATOMIC_RELAXED);
+        nt = 1;
+    }
+    size_t total = (nt > 1 ? 25 + nt : 21) * big + nt * band; /* floats; band copies only when banded */
+    void *block = NULL;
+    if (posix_memalign(&block, 64, total * sizeof(float)) != 0) return -1;
+    float *mem = block;
+    Solve s = {.H = H, .W = W, .levels = levels, .flags = flags, .group = group, .nt = nt, .min_px = min_px, .i0 = i0, .i1 = i1,
+               .shape = shape, .par = par};
+    float *m = mem;
+    s.inter = (v4 *)m, m += 4 * big; /* first: 16-byte aligned */
+    for (int c = 0; c < 2; c++)
+        for (int v = 0; v < 3; v++)
+            if (c == 0 || v == 0 || nt > 1) s.S[c][v] = m, m += 2 * big;
+            else s.S[1][v] = s.S[0][v]; /* one thread iterates in place: one p for both */
+    s.l0 = m, m += big;
+    s.l1 = m, m += big;
+    s.gx = m, m += big;
+    s.gy = m, m += big;
+    s.gi = m, m += 2 * big;
+    s.gsq = m, m += big;
+    s.rc = m, m += big;
+    s.diffs = m, m += big;
+    for (int t = 0; t < nt; t++) s.band[t] = m, m += band;
+    for (int t = 0; t < nt && nt > 1; t++) s.pick[t] = m, m += big;
+    uint32_t *hist = (flags & BIAS) ? malloc((size_t)nt * BINS * sizeof *hist) : NULL;
+    if ((flags & BIAS) && !hist) {
+        free(mem);
+        return -1;
+    }
+    for (int t = 0; t < nt; t++) s.hist[t] = hist ? hist + (size_t)t * BINS : NULL;
+    memcpy(s.S[0][0], u_init, 2 * (size_t)shape[0] * shape[1] * sizeof(float));
+    if (nt == 1) {
+        int c = solve_levels(&s, 0);
+        memcpy(out, s.S[c][0], 2 * (size_t)shape[(levels - 1) * LEVEL_INTS] * shape[(levels - 1) * LEVEL_INTS + 1] * sizeof(float));
+        free(hist);
+        free(mem);
+        return 0;
+    }
+    double wall0 = seconds(CLOCK_MONOTONIC);
+    pthread_t tid[MAX_THREADS];
+    Worker wk[MAX_THREADS];
+    pthread_mutex_init(&s.gate_lock, NULL);
+    pthread_cond_init(&s.gate_cond, NULL);
+    s.gate = 0;
+    int made = 1; /* threads running, this one included */
+    for (int t = 1; t < nt; t++, made++) {
+        wk[t] = (Worker){&s, t};
+        if (pthread_create(&tid[t], NULL, worker, &wk[t]) != 0) break;
+    }
+    if (made < nt) s.nt = 1; /* a thread could not be created: this one does it all (same result) */
+    if (s.nt > 1) pthread_barrier_init(&s.bar, NULL, (unsigned)nt);
+    pthread_mutex_lock(&s.gate_lock);
+    s.gate = 1;
+    pthread_cond_broadcast(&s.gate_cond);
+    pthread_mutex_unlock(&s.gate_lock);
+    int c = solve_levels(&s, 0);
+    for (int t = 1; t < made; t++) pthread_join(tid[t], NULL);
+    if (s.nt > 1) {
+        double cpu = 0.0, wall = seconds(CLOCK_MONOTONIC) - wall0;
+        for (int t = 0; t < s.nt; t++) cpu += s.cpu[t];
+        if (wall <= cpu)
+            __atomic_store_n(&strikes, 0, __ATOMIC_RELAXED);
+        else if (__atomic_add_fetch(&strikes, 1, __ATOMIC_RELAXED) >= STRIKES)
+            __atomic_store_n(&backoff_left, backoff_calls, __ATOMIC_RELAXED);
+    }
+    if (s.nt > 1) pthread_barrier_destroy(&s.bar);
+    pthread_mutex_destroy(&s.gate_lock);
+    pthread_cond_destroy(&s.gate_cond);
+    const int *last = shape + (levels - 1) * LEVEL_INTS;
+    memcpy(out, s.S[c][0], 2 * (size_t)last[0] * last[1] * sizeof(float));
+    free(hist);
     free(mem);
     return 0;
 }
