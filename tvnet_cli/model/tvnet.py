@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import copy
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar
@@ -231,6 +232,20 @@ def _tv_l1_level(
     return u
 
 
+@contextmanager
+def _torch_threads(n: int) -> Iterator[None]:
+    """torch's CPU thread count set to `n` for the block, then restored."""
+    old = torch.get_num_threads()
+    if n == old:
+        yield
+        return
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(old)
+
+
 def _checkpointed_step(*args):
     """`tv_l1_step` that stores only its inputs for backward and recomputes the rest."""
     return checkpoint(tv_l1_step, *args, use_reentrant=False)
@@ -427,8 +442,9 @@ class TVNet(nn.Module):
                                 (lam * theta, theta, tau / theta, cfg.eps)))
         return Plan(tuple(levels), cfg.grad_border, cfg.data_outside, cfg.warp, u_is_zero, cfg.brightness)
 
-    def solve(self, i0: torch.Tensor, i1: torch.Tensor) -> torch.Tensor:
-        """Coarse-to-fine TV-L1 on prepared grey frames `(B, 1, H, W)` -> flow `(B, 2, H, W)`."""
+    def solve(self, i0: torch.Tensor, i1: torch.Tensor, threads: int | None = None) -> torch.Tensor:
+        """Coarse-to-fine TV-L1 on prepared grey frames `(B, 1, H, W)` -> flow `(B, 2, H, W)`.
+        `threads`: CPU threads of the C kernel (default: torch's)."""
         cfg = self.config
         b, _, h, w = i0.shape
         sizes = cfg.level_sizes(h, w)
@@ -446,7 +462,7 @@ class TVNet(nn.Module):
         if self.last_backend == "c" and not needs_grad and cfg.stop_tol == 0:  # all of it in C
             from ..kernels import cpu
 
-            u = cpu.solve(i0, i1, u, self._c_plan(sizes, schedule, u_is_zero), threads=torch.get_num_threads())
+            u = cpu.solve(i0, i1, u, self._c_plan(sizes, schedule, u_is_zero), threads=threads or torch.get_num_threads())
             return ops.resize_flow(u, (h, w))
         for level in reversed(range(len(sizes))):  # coarsest first; images resampled from full size
             size, (warps, iters) = sizes[level], schedule[level]
@@ -468,8 +484,14 @@ class TVNet(nn.Module):
         return tvl1_energy(flow, i0, i1, lam, taps=self.level_taps(0)[1].detach(), warp=self.config.warp)
 
     def forward(self, frame0: torch.Tensor, frame1: torch.Tensor) -> torch.Tensor:
-        i0, i1 = self.prepare(frame0, frame1)
-        return self.solve(i0, i1)
+        threads = torch.get_num_threads()
+        # CPU inference on fewer images than threads: the few torch ops around the C solve (grey,
+        # stretch, blur, upsample) run on one thread, as waking the others for each costs more
+        # than it saves (4x at batch 1 with passive waiting); the C solve still gets every thread
+        lean = frame0.device.type == "cpu" and frame0.shape[0] < threads and not torch.is_grad_enabled()
+        with _torch_threads(1 if lean else threads):
+            i0, i1 = self.prepare(frame0, frame1)
+            return self.solve(i0, i1, threads)
 
     @torch.inference_mode()
     def predict(self, frame0: torch.Tensor, frame1: torch.Tensor) -> torch.Tensor:
