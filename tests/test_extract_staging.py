@@ -97,6 +97,9 @@ def test_automatic_batch_rule():
     levels = [(1080, 1920), (540, 960), (270, 480)]  # 1 + 1/4 + 1/16 of the pixels in float planes
     assert pairs_in_budget(4 << 30, 1080, 1920, levels) == (4 << 30) // ((80 * 21 // 16 + 6) * 1080 * 1920) == 18
     assert pairs_in_budget(1000, 1080, 1920, levels) == 1
+    # solved down to half size only (finest_level=1): + 8 full-size planes for frames and flow
+    half = [(540, 960), (270, 480)]  # 1/4 + 1/16 of the pixels
+    assert pairs_in_budget(4 << 30, 1080, 1920, half) == (4 << 30) // ((80 * 5 // 16 + 32 + 6) * 1080 * 1920) == 32
 
 
 def test_pipeline_matches_direct_model_calls(tmp_path):

@@ -42,15 +42,19 @@ GPU_BATCH_CAP = 256  # most pairs per batch chosen automatically on CUDA
 GPU_BUDGET = 4 << 30  # bytes of device memory the automatic batch may plan for ...
 GPU_BUDGET_FRACTION = 4  # ... and at most free memory / this (several processes may share a GPU)
 PLANES = 20  # float planes per pair per pyramid level in TVNet's working set (frames, grads, u, p, ...)
+FULL_PLANES = 8  # float planes per pair at full size when the solve stops above it (finest_level):
+# the prepared frames and the upsampled flow, which the pyramid's planes do not include then
 MAX_SIZES = 2  # frame sizes whose rings are kept
 
 
 def pairs_in_budget(budget: int, height: int, width: int, level_sizes: Sequence[tuple[int, int]],
                     bytes_per_value: int = 4) -> int:
     """Pairs whose TVNet working set fits `budget` bytes: PLANES planes per pair per pyramid
-    level (`level_sizes`, finest first), capped at GPU_BATCH_CAP, at least 1."""
+    level solved (`level_sizes`, finest first), FULL_PLANES more at full size when the finest
+    level is smaller, capped at GPU_BATCH_CAP, at least 1."""
     pixels = sum(h * w for h, w in level_sizes) or height * width
-    per_pair = PLANES * bytes_per_value * pixels + 2 * 3 * height * width  # + the uint8 frames
+    full = FULL_PLANES * height * width if level_sizes and tuple(level_sizes[0]) != (height, width) else 0
+    per_pair = bytes_per_value * (PLANES * pixels + full) + 2 * 3 * height * width  # + the uint8 frames
     return max(1, min(GPU_BATCH_CAP, budget // per_pair))
 
 
