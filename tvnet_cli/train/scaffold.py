@@ -115,9 +115,18 @@ def training_device(device: str, threads: int | None, env: DistEnv | None = None
     env = DistEnv.from_env() if env is None else env
     dev = resolve_devices(device, None, env)[0]
     with on_device(dev, threads):  # bound before NCCL makes its communicator
+        started = False
         if env.distributed:
             import torch.distributed as dist
 
             if not dist.is_initialized():
                 dist.init_process_group("nccl" if dev.type == "cuda" else "gloo")
-        yield dev
+                started = True
+        if not started:
+            yield dev
+            return
+        try:
+            yield dev
+            dist.barrier()  # no rank leaves while another still talks to it (e.g. rank 0 saving)
+        finally:  # the group we started ends here, not in interpreter teardown (a rank once
+            dist.destroy_process_group()  # aborted there under load, after rank 0 had finished)
