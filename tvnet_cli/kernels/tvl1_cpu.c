@@ -429,13 +429,10 @@ typedef float v4 __attribute__((vector_size(16)));
 
 /* `sample` of 3 planes stored interleaved (h, w, 4: i1, ix, iy, unused), bicubic: the three
  * planes in the lanes of one vector, each lane the same arithmetic as `sample`. */
-static inline v4 sample3_cubic(const v4 *st, const Grid *g, float px, float py) {
-    const int h = g->h, w = g->w;
-    float X = (px * g->nx - 1.0f + 1.0f) * g->sx;
-    float Y = (py * g->ny - 1.0f + 1.0f) * g->sy;
-    float fx = floorf(X), fy = floorf(Y), cx[4], cy[4];
-    cubic_weights(X - fx, cx);
-    cubic_weights(Y - fy, cy);
+/* The 16 taps of a bicubic sample whose top-left tap is at (fx - 1, fy - 1), with the x weights
+ * cx and y weights cy; each tap's index is clamped to the image (ATen's border padding), which
+ * only happens near the border. */
+static inline v4 cubic_taps(const v4 *st, int h, int w, float fx, float fy, const float *cx, const float *cy) {
     v4 r[4];
     if (fx >= 1.0f && fx <= (float)(w - 3) && fy >= 1.0f && fy <= (float)(h - 3)) { /* no tap clamped */
         const v4 *p = st + (size_t)((int)fy - 1) * w + ((int)fx - 1);
@@ -454,6 +451,15 @@ static inline v4 sample3_cubic(const v4 *st, const Grid *g, float px, float py) 
         }
     }
     return ((cy[0] * r[0] + cy[1] * r[1]) + cy[2] * r[2]) + cy[3] * r[3];
+}
+
+static inline v4 sample3_cubic(const v4 *st, const Grid *g, float px, float py) {
+    float X = (px * g->nx - 1.0f + 1.0f) * g->sx;
+    float Y = (py * g->ny - 1.0f + 1.0f) * g->sy;
+    float fx = floorf(X), fy = floorf(Y), cx[4], cy[4];
+    cubic_weights(X - fx, cx);
+    cubic_weights(Y - fy, cy);
+    return cubic_taps(st, g->h, g->w, fx, fy, cx, cy);
 }
 
 /* The positions (floors) and cubic weights of one row of `sample3_cubic_row`, vectorised
@@ -494,27 +500,9 @@ static void sample3_cubic_row(const v4 *st, const Grid *g, int y, const float *u
     float *FX = wk, *FY = wk + w, *x0 = wk + 2 * w, *x1 = wk + 3 * w, *x2 = wk + 4 * w, *x3 = wk + 5 * w,
           *y0 = wk + 6 * w, *y1 = wk + 7 * w, *y2 = wk + 8 * w, *y3 = wk + 9 * w;
     cubic_row_weights(g, y, ux, uy, FX, FY, x0, x1, x2, x3, y0, y1, y2, y3);
-    const float xmax = (float)(w - 3), ymax = (float)(h - 3);
     for (int x = 0; x < w; x++) {
-        const float fx = FX[x], fy = FY[x];
-        const float c0 = x0[x], c1 = x1[x], c2 = x2[x], c3 = x3[x];
-        v4 r[4];
-        if (fx >= 1.0f && fx <= xmax && fy >= 1.0f && fy <= ymax) { /* no tap clamped */
-            const v4 *p = st + (size_t)((int)fy - 1) * w + ((int)fx - 1);
-            for (int k = 0; k < 4; k++, p += w) r[k] = ((c0 * p[0] + c1 * p[1]) + c2 * p[2]) + c3 * p[3];
-        } else {
-            int xs[4];
-            size_t ys[4];
-            for (int k = 0; k < 4; k++) {
-                xs[k] = clamp_index(fx + (float)(k - 1), w);
-                ys[k] = (size_t)clamp_index(fy + (float)(k - 1), h) * w;
-            }
-            for (int k = 0; k < 4; k++) {
-                const v4 *row = st + ys[k];
-                r[k] = ((c0 * row[xs[0]] + c1 * row[xs[1]]) + c2 * row[xs[2]]) + c3 * row[xs[3]];
-            }
-        }
-        v4 v = ((y0[x] * r[0] + y1[x] * r[1]) + y2[x] * r[2]) + y3[x] * r[3];
+        const float cx[4] = {x0[x], x1[x], x2[x], x3[x]}, cy[4] = {y0[x], y1[x], y2[x], y3[x]};
+        v4 v = cubic_taps(st, h, w, FX[x], FY[x], cx, cy);
         o0[x] = v[0], o1[x] = v[1], o2[x] = v[2];
     }
 }
