@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import copy
 import math
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
+from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar
@@ -232,20 +232,6 @@ def _tv_l1_level(
     return u
 
 
-@contextmanager
-def _torch_threads(n: int) -> Iterator[None]:
-    """torch's CPU thread count set to `n` for the block, then restored."""
-    old = torch.get_num_threads()
-    if n == old:
-        yield
-        return
-    torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(old)
-
-
 def _checkpointed_step(*args):
     """`tv_l1_step` that stores only its inputs for backward and recomputes the rest."""
     return checkpoint(tv_l1_step, *args, use_reentrant=False)
@@ -459,7 +445,7 @@ class TVNet(nn.Module):
         u_is_zero = self.u0_is_zero()
         u = self.initial_flow(sizes[-1], (h, w), b)
         schedule = cfg.schedule()[:len(sizes)]  # a small image has fewer levels: the finest ones
-        if self.last_backend == "c" and not needs_grad and cfg.stop_tol == 0:  # all of it in C
+        if self.last_backend == "c" and cfg.stop_tol == 0:  # inference: all of it in C
             from ..kernels import cpu
 
             u = cpu.solve(i0, i1, u, self._c_plan(sizes, schedule, u_is_zero), threads=threads or torch.get_num_threads())
@@ -489,7 +475,9 @@ class TVNet(nn.Module):
         # stretch, blur, upsample) run on one thread, as waking the others for each costs more
         # than it saves (4x at batch 1 with passive waiting); the C solve still gets every thread
         lean = frame0.device.type == "cpu" and frame0.shape[0] < threads and not torch.is_grad_enabled()
-        with _torch_threads(1 if lean else threads):
+        if lean:
+            from ..runtime import on_device  # (runtime imports this module)
+        with on_device(frame0.device, threads=1) if lean else nullcontext():
             i0, i1 = self.prepare(frame0, frame1)
             return self.solve(i0, i1, threads)
 
