@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import TVNetError
+from .io.datasets import IMAGE_SUFFIXES
 from .io.video import write_video
 
 # name -> (dx, dy, degrees per frame, zoom per frame); dx/dy in units of `speed` px/frame
@@ -30,7 +31,6 @@ MOTIONS = {
     "ZoomIn": (0, 0, 0.0, 1.04),
     "ZoomOut": (0, 0, 0.0, 1 / 1.04),
 }
-IMAGE_SUFFIXES = (".png", ".ppm", ".jpg", ".jpeg", ".bmp")
 
 
 @dataclass(frozen=True)

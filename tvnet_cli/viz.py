@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import TVNetError
-from .io.flowio import UNKNOWN_FLOW
+from .io.flowio import known as flow_known
 from .io.formats import iter_flow
 from .io.video import is_video_name, write_video
 
@@ -65,7 +65,7 @@ def flow_to_rgb(flow: np.ndarray, max_flow: float | None = None) -> np.ndarray:
     flow = np.asarray(flow, np.float64)
     if flow.ndim != 3 or flow.shape[2] != 2:
         raise TVNetError(f"flow must be (H, W, 2), got {flow.shape}")
-    known = np.isfinite(flow).all(axis=2) & (np.abs(flow) < UNKNOWN_FLOW).all(axis=2)
+    known = flow_known(flow)
     u = np.where(known, flow[..., 0], 0.0)
     v = np.where(known, flow[..., 1], 0.0)
     rad = np.hypot(u, v)
@@ -117,7 +117,7 @@ def with_legend(picture: np.ndarray, max_flow: float) -> np.ndarray:
 # -- writing ------------------------------------------------------------------------------------
 def _known_speed(f: np.ndarray) -> float:
     """Largest known speed of a field `(2, H, W)` (0 when none is known)."""
-    ok = (np.abs(f) < UNKNOWN_FLOW).all(axis=0) & np.isfinite(f).all(axis=0)
+    ok = flow_known(f, axis=0)
     return float(np.hypot(f[0], f[1])[ok].max()) if ok.any() else 0.0
 
 

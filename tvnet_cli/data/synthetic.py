@@ -18,8 +18,9 @@ set (multi-scale noise with sharp-edged shapes).
 
 from __future__ import annotations
 
+import itertools
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -227,15 +228,19 @@ def scene(kind: str, textures: Sequence[np.ndarray], size: tuple[int, int], rng:
     return layers, lighting
 
 
+def scenes(kind: str, textures: Sequence[np.ndarray], size: tuple[int, int] = (256, 340),
+           seed: int = 0) -> Iterator[PairData]:
+    """Rendered pairs of `kind`, without end, reproducible from `seed`, named `<kind>-<i>`."""
+    rng = np.random.default_rng([seed, KINDS.index(kind)])
+    for i in itertools.count():
+        layers, lighting = scene(kind, textures, size, rng)
+        yield render(layers, size, rng=rng, name=f"{kind}-{i}", **lighting)
+
+
 def make_pairs(kind: str, textures: Sequence[np.ndarray], n: int, size: tuple[int, int] = (256, 340),
                seed: int = 0) -> list[PairData]:
-    """`n` rendered pairs of `kind`, reproducible from `seed`, named `<kind>-<i>`."""
-    rng = np.random.default_rng([seed, KINDS.index(kind)])
-    pairs = []
-    for i in range(n):
-        layers, lighting = scene(kind, textures, size, rng)
-        pairs.append(render(layers, size, rng=rng, name=f"{kind}-{i}", **lighting))
-    return pairs
+    """The first `n` pairs of `scenes(kind, ...)`."""
+    return list(itertools.islice(scenes(kind, textures, size, seed), n))
 
 
 def training_textures(sources: Sequence[str | Path] = (), procedural: int = 8, frames_per_video: int = 4,
@@ -244,7 +249,7 @@ def training_textures(sources: Sequence[str | Path] = (), procedural: int = 8, f
     any data set) plus images and evenly spaced video frames from `sources` (files or
     folders), as `(H, W, 3)` float 0..255. Whoever ships weights trained on them must be
     allowed to by the sources' licences (the procedural ones always are)."""
-    from ..io.datasets import load_image
+    from ..io.datasets import IMAGE_SUFFIXES, load_image
     from ..io.video import VIDEO_EXTENSIONS, read_frames
 
     rng = np.random.default_rng(seed)
@@ -259,12 +264,9 @@ def training_textures(sources: Sequence[str | Path] = (), procedural: int = 8, f
             frames = read_frames(f, max_frames=300)  # a long video: its first 300 frames
             tex += [frames[i].astype(np.float32)
                     for i in np.linspace(0, len(frames) - 1, frames_per_video).round().astype(int)]
-        elif f.suffix.lower() in IMAGE_EXTS:
+        elif f.suffix.lower() in IMAGE_SUFFIXES:
             tex.append(load_image(f).astype(np.float32))
     return tex
-
-
-IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".ppm", ".bmp")
 
 
 def write_dataset(out: str | Path, textures: Sequence[np.ndarray], per_kind: int, kinds: Sequence[str] = KINDS,
@@ -272,24 +274,22 @@ def write_dataset(out: str | Path, textures: Sequence[np.ndarray], per_kind: int
                   progress: Callable[[int, int], None] | None = None) -> int:
     """Render `per_kind` pairs of each of `kinds` into `out` in the FlyingChairs layout
     (`NNNNN_img1.ppm`, `NNNNN_img2.ppm`, `NNNNN_flow.flo`; pixels whose flow leaves the frame
-    are written as unknown, 1e10), readable by `tvnet epe` and `tvnet train`. Returns the count.
+    are written as unknown), readable by `tvnet epe` and `tvnet train`. Returns the count.
     The same seed gives the same files; kinds are interleaved so any prefix is balanced."""
     from PIL import Image
 
-    from ..io.flowio import write_flo
+    from ..io.flowio import UNKNOWN_WRITTEN, write_flo
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    rngs = {k: np.random.default_rng([seed, KINDS.index(k)]) for k in kinds}
+    streams = [scenes(kind, textures, size, seed) for kind in kinds]
     total, n = per_kind * len(kinds), 0
-    for i in range(per_kind):
-        for kind in kinds:
-            layers, lighting = scene(kind, textures, size, rngs[kind])
-            pair = render(layers, size, rng=rngs[kind], name=f"{kind}-{i}", **lighting)
+    for _ in range(per_kind):
+        for pair in map(next, streams):
             stem = out / f"{n:05d}"
             Image.fromarray(pair.frame0).save(f"{stem}_img1.ppm")
             Image.fromarray(pair.frame1).save(f"{stem}_img2.ppm")
-            write_flo(f"{stem}_flow.flo", np.where(pair.valid[..., None], pair.gt, np.float32(1e10)))
+            write_flo(f"{stem}_flow.flo", np.where(pair.valid[..., None], pair.gt, np.float32(UNKNOWN_WRITTEN)))
             n += 1
             if progress is not None:
                 progress(n, total)

@@ -23,6 +23,7 @@ from ..errors import TVNetError
 from .flowio import read_gt_flow
 
 LAYOUTS = ("middlebury", "sintel", "kitti", "chairs")
+IMAGE_SUFFIXES = (".png", ".ppm", ".jpg", ".jpeg", ".bmp")  # image files read by `load_image` in folders
 
 
 @dataclass(frozen=True)

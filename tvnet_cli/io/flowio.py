@@ -17,8 +17,14 @@ from ..errors import TVNetError
 
 FLO_MAGIC = 202021.25
 UNKNOWN_FLOW = 1e9  # .flo values above this mean "unknown"
+UNKNOWN_WRITTEN = 1e10  # what is written where the flow is unknown (Middlebury's convention)
 KITTI_OFFSET = 2**15
 KITTI_SCALE = 64.0
+
+
+def known(flow: np.ndarray, axis: int = -1) -> np.ndarray:
+    """Where a flow field (u and v along `axis`) is known: finite and below UNKNOWN_FLOW."""
+    return np.isfinite(flow).all(axis=axis) & (np.abs(flow) < UNKNOWN_FLOW).all(axis=axis)
 
 
 def read_flo(path: str | Path) -> np.ndarray:
@@ -119,6 +125,6 @@ def read_gt_flow(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
     if path.suffix.lower() == ".png":
         return read_kitti_flow(path)
     flow = read_flo(path)
-    valid = np.isfinite(flow).all(axis=2) & (np.abs(flow) < UNKNOWN_FLOW).all(axis=2)
+    valid = known(flow)
     flow = np.where(valid[..., None], flow, 0.0).astype(np.float32)
     return flow, valid
