@@ -160,8 +160,8 @@ def epe(dataset: Path, layout: str | None, preset: str, weights: Path | None, si
 @backend_option
 def train(dataset: Path | None, out: Path, videos: Path | None, layout: str | None, pairs: str | None,
           val_data: tuple[Path, ...], val_pairs: str | None, init: str, smooth_sigma: float | None,
-          theta: float | None, train_part: str, per_level: bool, train_levels: int, optimizer: str, lr: float, loss_power: float, u0_lr: float | None,
-          scalar_lr: float | None, u0_decay: float, u0_smooth: float,
+          theta: float | None, train_part: str, per_level: bool, train_levels: int, optimizer: str, lr: float,
+          loss_power: float, u0_lr: float | None, scalar_lr: float | None, u0_decay: float, u0_smooth: float,
           steps: int, batch: int, crop: str | None, flip: bool, transpose: bool, scale: float, video_frames: int,
           video_size: str | None, val_every: int, keep_best: bool, eval_limit: int, checkpoint_every: int,
           resume: bool, seed: int, threads: int, device: str, backend: str) -> None:
@@ -182,7 +182,8 @@ def train(dataset: Path | None, out: Path, videos: Path | None, layout: str | No
         data=str(videos or dataset), layout=layout, pairs=_names(pairs),
         val_data=tuple(str(v) for v in val_data), val_pairs=_names(val_pairs), init=init,
         smooth_sigma=smooth_sigma, theta=theta, train=train_part, per_level=per_level, train_levels=train_levels,
-        optimizer=optimizer, lr=lr, loss_power=loss_power, u0_lr=u0_lr, scalar_lr=scalar_lr, u0_decay=u0_decay, u0_smooth=u0_smooth,
+        optimizer=optimizer, lr=lr, loss_power=loss_power, u0_lr=u0_lr, scalar_lr=scalar_lr, u0_decay=u0_decay,
+        u0_smooth=u0_smooth,
         steps=steps, batch=batch, crop=_size(crop), flip=flip, transpose=transpose,
         scale=scale, unsupervised=videos is not None, video_frames=video_frames, video_size=_size(video_size),
         val_every=val_every, keep_best=keep_best, eval_limit=eval_limit, checkpoint_every=checkpoint_every,

@@ -341,19 +341,6 @@ int tvl1_centred_gradient(int h, int w, const float *x, const float *t, int repl
     return 0;
 }
 
-/* The cubic convolution weights of the taps at -1, 0, 1, 2 for a fraction t (A = -0.75). */
-static inline void cubic_weights(float t, float c[4]) {
-    const float A = -0.75f;
-    float x = t + 1.0f;
-    c[0] = ((A * x - 5.0f * A) * x + 8.0f * A) * x - 4.0f * A;
-    x = t;
-    c[1] = ((A + 2.0f) * x - (A + 3.0f)) * x * x + 1.0f;
-    x = 1.0f - t;
-    c[2] = ((A + 2.0f) * x - (A + 3.0f)) * x * x + 1.0f;
-    x = 2.0f - t;
-    c[3] = ((A * x - 5.0f * A) * x + 8.0f * A) * x - 4.0f * A;
-}
-
 static inline int clamp_index(float v, int n) {
     v = v < 0.0f ? 0.0f : (v > (float)(n - 1) ? (float)(n - 1) : v);
     return (int)v;
@@ -371,64 +358,29 @@ static Grid grid(int h, int w) {
     return g;
 }
 
-/* `F.grid_sample(padding_mode="border", align_corners=True)` of `np` planes at pixel position
- * (px, py). Bicubic clamps each of its 16 taps to the image (not the position); bilinear
- * clamps the position. */
-static inline void sample(const float *const *planes, int np, const Grid *g, float px, float py,
-                          int bilinear, float *out) {
+/* `F.grid_sample(mode="bilinear", padding_mode="border", align_corners=True)` of `np` planes at
+ * pixel position (px, py): the position is clamped to the image. */
+static inline void sample_bilinear(const float *const *planes, int np, const Grid *g, float px, float py,
+                                   float *out) {
     const int h = g->h, w = g->w;
     float X = (px * g->nx - 1.0f + 1.0f) * g->sx;
     float Y = (py * g->ny - 1.0f + 1.0f) * g->sy;
-    if (bilinear) {
-        X = X < 0.0f ? 0.0f : (X > (float)(w - 1) ? (float)(w - 1) : X);
-        Y = Y < 0.0f ? 0.0f : (Y > (float)(h - 1) ? (float)(h - 1) : Y);
-        float fx = floorf(X), fy = floorf(Y);
-        float we = X - fx, wn = Y - fy, ww = 1.0f - we, ws = 1.0f - wn;
-        float nw = ws * ww, ne = ws * we, sw = wn * ww, se = wn * we;
-        int x0 = (int)fx, y0 = (int)fy, ex = x0 + 1 < w, sy = y0 + 1 < h;
-        size_t o = (size_t)y0 * w + x0;
-        for (int c = 0; c < np; c++) {
-            const float *p = planes[c];
-            float vne = ex ? p[o + 1] : 0.0f, vsw = sy ? p[o + w] : 0.0f, vse = ex && sy ? p[o + w + 1] : 0.0f;
-            out[c] = ((p[o] * nw + vne * ne) + vsw * sw) + vse * se;
-        }
-        return;
-    }
-    float fx = floorf(X), fy = floorf(Y), cx[4], cy[4];
-    cubic_weights(X - fx, cx);
-    cubic_weights(Y - fy, cy);
-    if (fx >= 1.0f && fx <= (float)(w - 3) && fy >= 1.0f && fy <= (float)(h - 3)) { /* no tap clamped */
-        size_t o = (size_t)((int)fy - 1) * w + ((int)fx - 1);
-        for (int c = 0; c < np; c++) {
-            const float *p = planes[c] + o;
-            float r[4];
-            for (int k = 0; k < 4; k++, p += w)
-                r[k] = ((cx[0] * p[0] + cx[1] * p[1]) + cx[2] * p[2]) + cx[3] * p[3];
-            out[c] = ((cy[0] * r[0] + cy[1] * r[1]) + cy[2] * r[2]) + cy[3] * r[3];
-        }
-        return;
-    }
-    int xs[4];
-    size_t ys[4];
-    for (int k = 0; k < 4; k++) {
-        xs[k] = clamp_index(fx + (float)(k - 1), w);
-        ys[k] = (size_t)clamp_index(fy + (float)(k - 1), h) * w;
-    }
+    X = X < 0.0f ? 0.0f : (X > (float)(w - 1) ? (float)(w - 1) : X);
+    Y = Y < 0.0f ? 0.0f : (Y > (float)(h - 1) ? (float)(h - 1) : Y);
+    float fx = floorf(X), fy = floorf(Y);
+    float we = X - fx, wn = Y - fy, ww = 1.0f - we, ws = 1.0f - wn;
+    float nw = ws * ww, ne = ws * we, sw = wn * ww, se = wn * we;
+    int x0 = (int)fx, y0 = (int)fy, ex = x0 + 1 < w, sy = y0 + 1 < h;
+    size_t o = (size_t)y0 * w + x0;
     for (int c = 0; c < np; c++) {
         const float *p = planes[c];
-        float r[4];
-        for (int k = 0; k < 4; k++) {
-            const float *row = p + ys[k];
-            r[k] = ((cx[0] * row[xs[0]] + cx[1] * row[xs[1]]) + cx[2] * row[xs[2]]) + cx[3] * row[xs[3]];
-        }
-        out[c] = ((cy[0] * r[0] + cy[1] * r[1]) + cy[2] * r[2]) + cy[3] * r[3];
+        float vne = ex ? p[o + 1] : 0.0f, vsw = sy ? p[o + w] : 0.0f, vse = ex && sy ? p[o + w + 1] : 0.0f;
+        out[c] = ((p[o] * nw + vne * ne) + vsw * sw) + vse * se;
     }
 }
 
 typedef float v4 __attribute__((vector_size(16)));
 
-/* `sample` of 3 planes stored interleaved (h, w, 4: i1, ix, iy, unused), bicubic: the three
- * planes in the lanes of one vector, each lane the same arithmetic as `sample`. */
 /* The 16 taps of a bicubic sample whose top-left tap is at (fx - 1, fy - 1), with the x weights
  * cx and y weights cy; each tap's index is clamped to the image (ATen's border padding), which
  * only happens near the border. */
@@ -453,15 +405,6 @@ static inline v4 cubic_taps(const v4 *st, int h, int w, float fx, float fy, cons
     return ((cy[0] * r[0] + cy[1] * r[1]) + cy[2] * r[2]) + cy[3] * r[3];
 }
 
-static inline v4 sample3_cubic(const v4 *st, const Grid *g, float px, float py) {
-    float X = (px * g->nx - 1.0f + 1.0f) * g->sx;
-    float Y = (py * g->ny - 1.0f + 1.0f) * g->sy;
-    float fx = floorf(X), fy = floorf(Y), cx[4], cy[4];
-    cubic_weights(X - fx, cx);
-    cubic_weights(Y - fy, cy);
-    return cubic_taps(st, g->h, g->w, fx, fy, cx, cy);
-}
-
 /* The positions (floors) and cubic weights of one row of `sample3_cubic_row`, vectorised
  * (each array its own restrict parameter, so that the compiler sees they do not overlap). */
 static void cubic_row_weights(const Grid *g, int y, const float *restrict ux, const float *restrict uy,
@@ -475,7 +418,7 @@ static void cubic_row_weights(const Grid *g, int y, const float *restrict ux, co
         float Y = (((float)y + uy[x]) * ny - 1.0f + 1.0f) * sy;
         float fx = floorf(X), fy = floorf(Y);
         FX[x] = fx, FY[x] = fy;
-        float tx = X - fx, ty = Y - fy; /* cubic_weights of both, written out */
+        float tx = X - fx, ty = Y - fy; /* cubic convolution weights (A = -0.75) of the taps at -1..2 */
         float vx = tx + 1.0f, vy = ty + 1.0f;
         x0[x] = ((A * vx - 5.0f * A) * vx + 8.0f * A) * vx - 4.0f * A;
         y0[x] = ((A * vy - 5.0f * A) * vy + 8.0f * A) * vy - 4.0f * A;
@@ -491,9 +434,11 @@ static void cubic_row_weights(const Grid *g, int y, const float *restrict ux, co
     }
 }
 
-/* `sample3_cubic` at the pixels (x, y) + u of one row (x in [0, w)): the positions and the
- * cubic weights of the whole row first (the same arithmetic, vectorised across the row),
- * then the 16 taps of each pixel. `wk` holds 10 * w floats. Writes the three planes. */
+/* `F.grid_sample(mode="bicubic", padding_mode="border", align_corners=True)` of 3 planes stored
+ * interleaved in `st` (h, w, 4: the planes in the lanes of one vector, the 4th unused) at the
+ * pixels (x, y) + u of row y: the positions and cubic weights of the whole row first
+ * (vectorised across the row), then the 16 taps of each pixel. `wk` holds 10 * w floats.
+ * Writes the three planes' row. */
 static void sample3_cubic_row(const v4 *st, const Grid *g, int y, const float *ux, const float *uy, float *wk,
                               float *o0, float *o1, float *o2) {
     const int h = g->h, w = g->w;
@@ -507,18 +452,35 @@ static void sample3_cubic_row(const v4 *st, const Grid *g, int y, const float *u
     }
 }
 
-/* `ops.warp` of `np` (<= 4) planes (np, h, w) by the flow u (2, h, w) (exported for the tests). */
+/* `ops.warp` of `np` planes (np, h, w) by the flow u (2, h, w), with the samplers the solve
+ * uses (exported for the tests): bilinear np <= 4, bicubic np == 3. -1: other np, no memory. */
 int tvl1_warp(int h, int w, int np, const float *src, const float *u, int bilinear, float *dst) {
     size_t n = (size_t)h * w;
+    Grid g = grid(h, w);
+    if (!bilinear) {
+        v4 *st = np == 3 ? malloc(n * sizeof *st) : NULL;
+        float *wk = st ? malloc(10 * (size_t)w * sizeof *wk) : NULL;
+        if (!wk) {
+            free(st);
+            return -1;
+        }
+        for (size_t i = 0; i < n; i++) st[i] = (v4){src[i], src[n + i], src[2 * n + i], 0.0f};
+        for (int y = 0; y < h; y++) {
+            size_t o = (size_t)y * w;
+            sample3_cubic_row(st, &g, y, u + o, u + n + o, wk, dst + o, dst + n + o, dst + 2 * n + o);
+        }
+        free(wk);
+        free(st);
+        return 0;
+    }
     const float *planes[4];
     float v[4];
     if (np > 4) return -1;
     for (int c = 0; c < np; c++) planes[c] = src + c * n;
-    Grid g = grid(h, w);
     for (int y = 0; y < h; y++)
         for (int x = 0; x < w; x++) {
             size_t o = (size_t)y * w + x;
-            sample(planes, np, &g, (float)x + u[o], (float)y + u[n + o], bilinear, v);
+            sample_bilinear(planes, np, &g, (float)x + u[o], (float)y + u[n + o], v);
             for (int c = 0; c < np; c++) dst[c * n + o] = v[c];
         }
     return 0;
@@ -608,6 +570,7 @@ typedef struct {
     const v4 *inter;                /* the same three interleaved (bicubic only) */
     const float *u;                 /* (2, h, w) */
     float *gi, *gsq, *rc;
+    float *wk;                      /* this thread's 10 * w floats for the bicubic rows */
 } Warp;
 
 static inline int stays_inside(const Warp *d, int x, int y, size_t o) {
@@ -622,31 +585,20 @@ static void warp_values(const Warp *d, int r0, int r1) {
     size_t n = (size_t)d->h * w;
     Grid g = grid(d->h, w);
     if (!d->identity && !d->bilinear) {
-        float *wk = malloc(10 * (size_t)w * sizeof(float));
-        if (wk) {
-            for (int y = r0; y < r1; y++) {
-                size_t o = (size_t)y * w;
-                sample3_cubic_row(d->inter, &g, y, d->u + o, d->u + n + o, wk, d->rc + o, d->gi + o, d->gi + n + o);
-            }
-            free(wk);
-            return;
+        for (int y = r0; y < r1; y++) {
+            size_t o = (size_t)y * w;
+            sample3_cubic_row(d->inter, &g, y, d->u + o, d->u + n + o, d->wk, d->rc + o, d->gi + o, d->gi + n + o);
         }
+        return;
     }
     for (int y = r0; y < r1; y++)
         for (int x = 0; x < w; x++) {
             size_t o = (size_t)y * w + x;
             float v[3];
-            if (d->identity) {
+            if (d->identity)
                 v[0] = d->stack[0][o], v[1] = d->stack[1][o], v[2] = d->stack[2][o];
-            } else {
-                float px = (float)x + d->u[o], py = (float)y + d->u[n + o];
-                if (d->bilinear) {
-                    sample(d->stack, 3, &g, px, py, 1, v);
-                } else {
-                    v4 s = sample3_cubic(d->inter, &g, px, py);
-                    v[0] = s[0], v[1] = s[1], v[2] = s[2];
-                }
-            }
+            else
+                sample_bilinear(d->stack, 3, &g, (float)x + d->u[o], (float)y + d->u[n + o], v);
             d->rc[o] = v[0], d->gi[o] = v[1], d->gi[n + o] = v[2];
         }
 }
@@ -718,6 +670,7 @@ typedef struct {
     v4 *inter;                /* i1, ix, iy interleaved for the bicubic warp */
     float *band[MAX_THREADS]; /* each thread's copy of its band with ghost rows */
     float *pick[MAX_THREADS]; /* each thread's copy of the median's candidates */
+    float *rowk[MAX_THREADS]; /* each thread's workspace of the bicubic rows (10 x the widest level) */
     uint32_t *hist[MAX_THREADS];
     size_t count[MAX_THREADS], kept[MAX_THREADS];
     double cpu[MAX_THREADS]; /* each thread's CPU seconds in solve_levels */
@@ -803,7 +756,7 @@ static int solve_levels(Solve *s, int t) {
         const int bias = flags & BIAS;
         for (int warp = 0; warp < warps; warp++) {
             Warp d = {h, w, l == 0 && warp == 0 && (flags & U_IS_ZERO), flags & DATA_BORDER, flags & BILINEAR,
-                      p[17], a, stack, s->inter, s->S[c][0], s->gi, s->gsq, s->rc};
+                      p[17], a, stack, s->inter, s->S[c][0], s->gi, s->gsq, s->rc, s->rowk[t]};
             warp_values(&d, r0, r1);
             float shift = 0.0f;
             if (bias) { /* the lower middle, as torch: the ((m - 1) / 2)-th smallest */
@@ -878,11 +831,12 @@ static void *worker(void *arg) {
 int tvl1_solve(int H, int W, const float *i0, const float *i1, const float *u_init, int levels,
                const int *shape, const float *par, int flags, int group, int threads, float *out) {
     int nt = threads < 1 ? 1 : (threads > MAX_THREADS ? MAX_THREADS : threads), banded = 0, min_px = min_band_pixels;
-    size_t big = 1, band = 0;
+    size_t big = 1, band = 0, wide = 1;
     for (int l = 0; l < levels; l++) {
         int h = shape[l * LEVEL_INTS], w = shape[l * LEVEL_INTS + 1];
         size_t n = (size_t)h * w;
         big = n > big ? n : big;
+        wide = (size_t)w > wide ? (size_t)w : wide;
         if (bands_of(nt, min_px, h, w) > 1) {
             size_t rows = (size_t)imin(h, (h + nt - 1) / nt + 2 * (ROUND + 2));
             band = 6 * rows * w > band ? 6 * rows * w : band;
@@ -894,7 +848,7 @@ int tvl1_solve(int H, int W, const float *i0, const float *i1, const float *u_in
         __atomic_fetch_sub(&backoff_left, 1, __ATOMIC_RELAXED);
         nt = 1;
     }
-    size_t total = (nt > 1 ? 25 + nt : 21) * big + nt * band; /* floats; band copies only when banded */
+    size_t total = (nt > 1 ? 25 + nt : 21) * big + nt * (band + 10 * wide); /* floats; band copies only when banded */
     void *block = NULL;
     if (posix_memalign(&block, 64, total * sizeof(float)) != 0) return -1;
     float *mem = block;
@@ -916,6 +870,7 @@ int tvl1_solve(int H, int W, const float *i0, const float *i1, const float *u_in
     s.diffs = m, m += big;
     for (int t = 0; t < nt; t++) s.band[t] = m, m += band;
     for (int t = 0; t < nt && nt > 1; t++) s.pick[t] = m, m += big;
+    for (int t = 0; t < nt; t++) s.rowk[t] = m, m += 10 * wide;
     uint32_t *hist = (flags & BIAS) ? malloc((size_t)nt * BINS * sizeof *hist) : NULL;
     if ((flags & BIAS) && !hist) {
         free(mem);
