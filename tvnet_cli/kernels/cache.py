@@ -64,6 +64,6 @@ def kernel_folders() -> list[Path]:
                            _make_private(Path(tempfile.gettempdir()) / f"tvnet-kernels-{os.geteuid()}")) if f]
     if not folders:  # both unsafe or unwritable: a private folder of this process
         if not _SCRATCH:
-            _SCRATCH.append(Path(tempfile.mkdtemp(prefix="tvnet-kernels-")))
+            _SCRATCH.append(Path(tempfile.mkdtemp(prefix="tvnet-kernels-private-")))
         folders = list(_SCRATCH)
     return folders
