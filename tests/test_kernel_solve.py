@@ -230,7 +230,7 @@ def test_plan_levels_coarsest_first_and_a_finest_level_below_full_size(video_bat
 def _plan(model: TVNet, h: int, w: int, brightness: str) -> cpu.Plan:
     sizes = model.config.level_sizes(h, w)
     with torch.no_grad():
-        plan = model._c_plan(sizes, model.config.schedule()[:len(sizes)], model.u0_is_zero())
+        plan = model._c_plan(sizes, model.config.schedule(len(sizes)), model.u0_is_zero())
     return dataclasses.replace(plan, brightness=brightness)
 
 
@@ -297,3 +297,26 @@ def test_threads_shared_between_a_small_batch(video_batch):
     u = torch.zeros(2, 2, *plan.levels[0].size)
     alone = torch.cat([cpu.solve(i0[i:i + 1], i1[i:i + 1], u[:1], plan, threads=1) for i in range(2)])
     assert torch.equal(cpu.solve(i0, i1, u, plan, threads=4), alone)
+
+
+def test_extra_coarse_levels_run_the_coarsest_levels_parameters(video_batch):
+    """Levels added by `coarsest_side` solve with the coarsest configured level's schedule, taps
+    and scalars: the same flow as a config that lists those levels explicitly (C and PyTorch)."""
+    f0, f1 = (f[:2, :, 20:220, 10:330] for f in video_batch)
+    extended = TVNet(TVNetConfig(2, level_warps=(1, 2), level_iters=(5, 10), per_level=True, coarsest_side=24,
+                                 smooth_sigma=0.0, min_level=0))
+    sizes = [(200, 320), (100, 160), (50, 80), (25, 40), (12, 20)]
+    assert extended.config.level_sizes(200, 320) == sizes
+    explicit = TVNet(extended.config.replace(scales=5, level_warps=(1, 2, 2, 2, 2), level_iters=(5, 10, 10, 10, 10),
+                                             coarsest_side=0))
+    assert explicit.config.level_sizes(200, 320) == sizes
+    with torch.no_grad():
+        extended.centred_taps[1].copy_(torch.tensor(TAPS))
+        extended.log_scalars["lam"][1].fill_(0.3)
+        for name, p in explicit.named_parameters():
+            src = dict(extended.named_parameters())[name]
+            p.copy_(src if p.shape == src.shape else src[[0, 1, 1, 1, 1]])
+    fast, reference = _both(extended, f0, f1)
+    _close(fast, reference)
+    explicit.backend = "torch"
+    assert (explicit.predict(f0, f1) - reference).abs().max() < 1e-5

@@ -103,7 +103,8 @@ def test_presets_follow_the_presmoothing_rule():
     assert preset_config("tvnet-5-5-50") == preset_config("tvl1")
     assert preset_config("tvnet-4-1-12").smooth_sigma == 0.8 and preset_config("tvnet-50").smooth_sigma == 0.8
     assert preset_config("tvnet-5-1.2.3.4.5-10.20.30.40.50").smooth_sigma == 0.8  # one warp at the finest level
-    assert preset_config("tvnet-5-2.3.5.5.5-10.20.30.50.50").replace(brightness="bias") == preset_config("tvl1-medium")
+    named = preset_config("tvnet-5-2.3.5.5.5-10.20.30.50.50")  # names keep a fixed pyramid
+    assert named.replace(brightness="bias", coarsest_side=48) == preset_config("tvl1-medium")
     fast = preset_config("tvl1-fast")
     assert fast.schedule()[0] == (1, 10) and fast.smooth_sigma == 0.8
 
@@ -188,3 +189,36 @@ def test_split_levels_keeps_the_flow_of_a_trained_shared_model():
     assert split.config.per_level and split.config.theta == pytest.approx(0.3 * math.exp(0.3))
     assert split.centred_taps.shape == (3, 2, 3)
     assert torch.allclose(split.predict(f0, f1), shared.predict(f0, f1), atol=1e-5)
+
+
+def test_coarsest_side_adds_levels_to_large_frames_only():
+    """`coarsest_side`: levels past `scales` while the coarsest longer side exceeds it (as OpenCV
+    DIS sizes its pyramid by the longer side), down to a shorter side of 8 px; frames whose
+    pyramid is cut by `min_level` or already small enough are untouched."""
+    half = preset_config("tvl1-half")
+    assert half.coarsest_side == 48
+    assert half.level_sizes(375, 1242) == [(188, 621), (94, 310), (47, 155), (23, 78), (12, 39)]
+    assert half.level_sizes(1242, 375) == [(621, 188), (310, 94), (155, 47), (78, 23), (39, 12)]
+    assert half.level_sizes(1080, 1920)[-2:] == [(34, 60), (17, 30)]  # two extra levels
+    assert half.level_sizes(384, 512) == half.replace(coarsest_side=0).level_sizes(384, 512)  # 24x32
+    assert len(half.level_sizes(200, 1600)) == 3  # min_level cut the pyramid: not a large frame
+    assert half.schedule(6) == half.schedule() + [half.schedule()[-1]] * 2
+    assert half.schedule(2) == half.schedule()[:2]
+    assert preset_config("tvl1").coarsest_side == 0  # faithful: OpenCV TV-L1's fixed pyramid
+
+
+def test_coarsest_side_reaches_large_motion():
+    """A texture moved 48 px on a 384x1024 frame (exact flow (-48, 0)): the 4-level half-size
+    pyramid's coarsest level (24x64) sees 3 px and locks onto a wrong flow; one more level
+    (12x32) finds it."""
+    import numpy as np
+
+    from tvnet_cli.data.synthetic import procedural_texture
+
+    tex = torch.from_numpy(procedural_texture((384, 1100), np.random.default_rng(3))).permute(2, 0, 1)[None]
+    f0, f1 = tex[..., :1024].float(), tex[..., 48:1072].float()
+    err = {}
+    for side in (0, 48):
+        flow = TVNet.from_preset("tvl1-half", coarsest_side=side).predict(f0, f1)[0, :, :, 100:-100]
+        err[side] = float((flow - torch.tensor([-48.0, 0.0])[:, None, None]).norm(dim=0).mean())
+    assert err[48] < 0.5 and err[0] > 5, err

@@ -34,16 +34,20 @@ PRESETS: dict[str, TVNetConfig] = {
     # about TVNet-50's cost (1.2x), and about twice it (~1/3 of tvl1).
     # Both with brightness="bias" (a global exposure change is not motion): synthetic EPE -23 %,
     # real pairs without such a change unchanged or better (BENCHMARKS.md, issue 13).
+    # All four with coarsest_side=48: frames wider than 768 px get extra coarse levels for large
+    # motion, as OpenCV DIS sizes its pyramid (`tvl1` keeps OpenCV TV-L1's fixed 5 levels).
     "tvl1-fast": TVNetConfig(5, 1, 10, level_warps=(1, 1, 2, 3, 5), level_iters=(10, 20, 30, 50, 50),
-                             brightness="bias"),
+                             brightness="bias", coarsest_side=48),
     "tvl1-medium": TVNetConfig(5, 2, 10, level_warps=(2, 3, 5, 5, 5), level_iters=(10, 20, 30, 50, 50),
-                               smooth_sigma=0.0, brightness="bias"),
+                               smooth_sigma=0.0, brightness="bias", coarsest_side=48),
     # The most accurate: 10 warps on the coarse levels, where they cost little (OpenCV DeepFlow's
     # time class). Chosen by synthetic EPE among 5-5-50-like schedules with brightness="bias".
-    "tvl1-accurate": TVNetConfig(5, 5, 50, level_warps=(5, 10, 10, 10, 10), smooth_sigma=0.0, brightness="bias"),
+    "tvl1-accurate": TVNetConfig(5, 5, 50, level_warps=(5, 10, 10, 10, 10), smooth_sigma=0.0, brightness="bias",
+                                  coarsest_side=48),
     # Half resolution (finest_level=1, as OpenCV DIS's finest scale): ~1/4 of the work, for DIS's
     # cost. 10 iterations per warp at every level: 20.30.50 at the coarse ones measured no better.
-    "tvl1-half": TVNetConfig(4, 2, 10, level_warps=(2, 3, 5, 5), smooth_sigma=0.0, brightness="bias", finest_level=1),
+    "tvl1-half": TVNetConfig(4, 2, 10, level_warps=(2, 3, 5, 5), smooth_sigma=0.0, brightness="bias", finest_level=1,
+                              coarsest_side=48),
 }
 
 _PATTERN = re.compile(r"^tvnet-(\d+)-(\d+(?:\.\d+)*)-(\d+(?:\.\d+)*)(?:-f(\d+))?$")

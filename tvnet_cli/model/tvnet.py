@@ -31,6 +31,8 @@ from . import ops
 WEIGHTS_VERSION = 1
 SCALARS = ("tau", "lam", "theta")  # trainable TV-L1 scalars (config field names)
 TRAINABLE_PARTS = ("filters", "u0", "scalars")
+EXTRA_LEVEL_MIN_SIDE = 8  # shorter side of the coarsest extra level (`coarsest_side`): a 12x39
+# level of a 375x1242 frame helps large motion, while a 12x16 one traps a 384x512 frame
 
 
 @dataclass(frozen=True)
@@ -70,6 +72,12 @@ class TVNetConfig(ConfigMixin):
     # the warped frame 1 is shifted by the median of (frame 0 - it) over the pixels that stay
     # inside, so a global exposure change (auto-exposure, lighting) is not read as motion
     # (BENCHMARKS.md, issue 13: synthetic EPE -25 %, real pairs without such change unchanged)
+    coarsest_side: int = 0  # large frames: levels are added past `scales` (each running the coarsest
+    # level's schedule and parameters) while the coarsest level's longer side exceeds this, down to
+    # a shorter side of EXTRA_LEVEL_MIN_SIDE; 0 = never. As OpenCV DIS sizes its pyramid by the
+    # longer side: a fixed level count leaves a 1242-wide frame a 78-px coarsest level, too fine
+    # for large motion (generated 375x1242 scenes: tvl1-half EPE 17.4 -> 8.4 with 48; frames up
+    # to 768 px wide unchanged; BENCHMARKS.md, "Large frames and large motion")
     per_level: bool = False  # one set of filter taps and tau/lambda/theta per level (trained apart;
     # index 0 = the finest level solved); False = one set shared by every level (the paper)
 
@@ -106,7 +114,14 @@ class TVNetConfig(ConfigMixin):
     def level_sizes(self, h: int, w: int) -> list[tuple[int, int]]:
         """Sizes of the levels solved for an `h` x `w` image, finest first: the pyramid without
         its `finest_level` finest levels (an image too small for them keeps its coarsest one)."""
-        sizes = ops.pyramid_sizes(h, w, self.scales + self.finest_level, self.zfactor, self.min_level)
+        n = self.scales + self.finest_level
+        sizes = ops.pyramid_sizes(h, w, n, self.zfactor, self.min_level)
+        while self.coarsest_side and len(sizes) >= n and max(sizes[-1]) > self.coarsest_side:
+            k = len(sizes)  # a level past `scales`: only when the image had room for all of them
+            nxt = (round(h * self.zfactor**k), round(w * self.zfactor**k))
+            if min(nxt) < EXTRA_LEVEL_MIN_SIDE:
+                break
+            sizes.append(nxt)
         return sizes[min(self.finest_level, len(sizes) - 1):]
 
     def replace(self, **changes) -> "TVNetConfig":
@@ -117,11 +132,18 @@ class TVNetConfig(ConfigMixin):
                 changes[per_level] = None
         return super().replace(**changes)
 
-    def schedule(self) -> list[tuple[int, int]]:
-        """(warps, iterations per warp) of each of the `scales` levels, finest first."""
+    def schedule(self, levels: int | None = None) -> list[tuple[int, int]]:
+        """(warps, iterations per warp) of each level, finest first: of the `scales` levels, or of
+        the `levels` solved (fewer on a small image; more on a large one with `coarsest_side`,
+        whose extra levels repeat the coarsest level's entry)."""
         warps = self.level_warps or (self.warps,) * self.scales
         iters = self.level_iters or (self.iters,) * self.scales
-        return list(zip(warps, iters))
+        rows = list(zip(warps, iters))
+        return rows if levels is None else [rows[self.param_level(k)] for k in range(levels)]
+
+    def param_level(self, level: int) -> int:
+        """Which of the `scales` levels' schedule and parameters a solved `level` uses."""
+        return min(level, self.scales - 1)
 
     @property
     def name(self) -> str:
@@ -362,6 +384,7 @@ class TVNet(nn.Module):
         """(tau, lam, theta) of pyramid `level` (0 = the finest solved) for the solver: 0-d
         tensors while they train, floats otherwise (exactly the config's while untrained)."""
         per = self.config.per_level
+        level = self.config.param_level(level)
         if torch.is_grad_enabled() and any(p.requires_grad for p in self.scalar_parameters()):
             return tuple(getattr(self.config, k) * (self.log_scalars[k][level] if per else self.log_scalars[k]).exp()
                          for k in SCALARS)
@@ -371,7 +394,7 @@ class TVNet(nn.Module):
     def level_taps(self, level: int = 0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(centred (2, 3), forward (2, 2), backward (2, 2)) taps of pyramid `level`."""
         taps = (self.centred_taps, self.forward_taps, self.backward_taps)
-        return tuple(t[level] for t in taps) if self.config.per_level else taps
+        return tuple(t[self.config.param_level(level)] for t in taps) if self.config.per_level else taps
 
     def u0_is_zero(self) -> bool:
         """True while u0 is untrained (all zeros): the first warp is then skipped."""
@@ -422,7 +445,7 @@ class TVNet(nn.Module):
         levels = []
         for level in reversed(range(len(sizes))):
             tau, lam, theta = self.solver_scalars(level)
-            centred, forward, backward = (tuple(t) for t in taps[level if cfg.per_level else 0])
+            centred, forward, backward = (tuple(t) for t in taps[cfg.param_level(level) if cfg.per_level else 0])
             warps, iters = schedule[level]
             levels.append(Level(sizes[level], warps, iters, centred, forward, backward,
                                 (lam * theta, theta, tau / theta, cfg.eps)))
@@ -444,7 +467,7 @@ class TVNet(nn.Module):
             iterate = stepwise(_checkpointed_step if self.checkpoint else tv_l1_step)
         u_is_zero = self.u0_is_zero()
         u = self.initial_flow(sizes[-1], (h, w), b)
-        schedule = cfg.schedule()[:len(sizes)]  # a small image has fewer levels: the finest ones
+        schedule = cfg.schedule(len(sizes))
         if self.last_backend == "c" and cfg.stop_tol == 0:  # inference: all of it in C
             from ..kernels import cpu
 
