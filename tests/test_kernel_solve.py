@@ -12,6 +12,7 @@ import ctypes
 import dataclasses
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -93,6 +94,22 @@ def test_warp_matches_grid_sample(lib, mode, size):
     out = torch.empty(3, *size)
     lib.tvl1_warp(*size, 3, _ptr(x), _ptr(u), mode == "bilinear", _ptr(out))
     torch.testing.assert_close(out, ops.warp(x[None], u[None], mode)[0], rtol=1e-5, atol=1e-4)
+
+
+@pytest.mark.parametrize("k", [3, 5, 7])
+@pytest.mark.parametrize("size", [(1, 1), (2, 3), (6, 5), (37, 53), (9, 300)])
+def test_median_filter_matches_numpy(lib, k, size):
+    """C and PyTorch k x k median (border replicated) against numpy's median of each window;
+    values on a half-pixel grid, so windows hold ties; 300 columns: two chunks of a row."""
+    u = (_rand(2, *size, seed=6, scale=3) * 2).round() / 2
+    r = k // 2
+    padded = np.pad(u.numpy(), ((0, 0), (r, r), (r, r)), mode="edge")
+    windows = np.lib.stride_tricks.sliding_window_view(padded, (k, k), axis=(1, 2))  # (2, H, W, k, k)
+    expected = torch.from_numpy(np.median(windows.reshape(*windows.shape[:3], -1), axis=-1).astype(np.float32))
+    out = torch.empty_like(u)
+    assert lib.tvl1_median(*size, k, _ptr(u), _ptr(out)) == 0
+    assert torch.equal(out, expected)
+    assert torch.equal(ops.median_filter(u[None], k)[0], expected)
 
 
 # -- the whole model -----------------------------------------------------------------------
@@ -266,15 +283,16 @@ def test_threaded_solve_equals_one_thread_on_real_frames(video_batch, spec, brig
         assert torch.equal(cpu.solve(i0, i1, u, plan, threads=threads), one), threads
 
 
-@pytest.mark.parametrize("brightness", ["constant", "bias"])
+@pytest.mark.parametrize("brightness,median", [("constant", 0), ("bias", 0), ("bias", 5)])
 @pytest.mark.parametrize("size", [(37, 53), (3, 40), (1, 1)])
-def test_threaded_solve_band_edges_on_odd_sizes(band_every_level, size, brightness):
+def test_threaded_solve_band_edges_on_odd_sizes(band_every_level, size, brightness, median):
     """Every level in bands (down to 1-row bands of a 3-row level), a non-zero u0 and
-    trained-looking taps: still bit for bit the single-thread solve."""
+    trained-looking taps: still bit for bit the single-thread solve (the median filter reads
+    rows of the neighbouring bands)."""
     g = torch.Generator().manual_seed(8)
     f0 = torch.randint(0, 256, (1, 1, *size), generator=g, dtype=torch.uint8)
     f1 = torch.roll(f0, (1, 2), (2, 3))
-    model = TVNet(TVNetConfig(3, 2, 21))  # 21 iterations: two rounds of bands
+    model = TVNet(TVNetConfig(3, 2, 21, median=median))  # 21 iterations: two rounds of bands
     with torch.no_grad():
         model.centred_taps.copy_(torch.tensor(TAPS))
         model.u0.copy_(_rand(*model.u0.shape, seed=9, scale=0.3))

@@ -219,6 +219,13 @@ def test_coarsest_side_reaches_large_motion():
     f0, f1 = tex[..., :1024].float(), tex[..., 48:1072].float()
     err = {}
     for side in (0, 48):
-        flow = TVNet.from_preset("tvl1-half", coarsest_side=side).predict(f0, f1)[0, :, :, 100:-100]
+        flow = TVNet.from_preset("tvl1-half", coarsest_side=side, median=0).predict(f0, f1)[0, :, :, 100:-100]
         err[side] = float((flow - torch.tensor([-48.0, 0.0])[:, None, None]).norm(dim=0).mean())
     assert err[48] < 0.5 and err[0] > 5, err
+
+
+def test_median_option_is_checked():
+    assert preset_config("tvl1-half").median == 5 and preset_config("tvl1-fast").median == 0
+    for bad in (2, 4, 9, -1):
+        with pytest.raises(TVNetError, match="median must be 0"):
+            TVNetConfig(median=bad)

@@ -96,9 +96,10 @@ def library() -> ctypes.CDLL | None:
         lib.tvl1_resize.argtypes = lib.tvl1_resize_flow.argtypes = [i, i, p, i, i, p]
         lib.tvl1_centred_gradient.argtypes = [i, i, p, p, i, p, p]
         lib.tvl1_warp.argtypes = [i, i, i, p, p, i, p]
+        lib.tvl1_median.argtypes = [i, i, i, p, p]
         lib.tvl1_band_threshold.argtypes = lib.tvl1_thread_backoff.argtypes = [i]
         for f in (lib.tvl1_image, lib.tvl1_band, lib.tvl1_solve, lib.tvl1_resize, lib.tvl1_resize_flow,
-                  lib.tvl1_centred_gradient, lib.tvl1_warp, lib.tvl1_band_threshold, lib.tvl1_thread_backoff):
+                  lib.tvl1_centred_gradient, lib.tvl1_warp, lib.tvl1_median, lib.tvl1_band_threshold, lib.tvl1_thread_backoff):
             f.restype = i
     else:
         unavailable = (errors[-1] if errors else "no kernel folder")[:300]
@@ -199,6 +200,7 @@ class Plan:
     warp: str = "bicubic"
     u_is_zero: bool = False
     brightness: str = "constant"
+    median: int = 0
 
     @cached_property
     def packed(self) -> tuple[ctypes.Array, ctypes.Array, int]:
@@ -207,7 +209,8 @@ class Plan:
         floats = [float(v) for lv in self.levels for v in (*lv.centred, *lv.forward, *lv.backward, *lv.consts)]
         assert len(floats) == 18 * len(self.levels) and self.levels, "a level needs 6 + 4 + 4 taps and 4 consts"
         flags = ((self.grad_border == "replicate") | (self.data_outside == "border") << 1
-                 | (self.warp == "bilinear") << 2 | bool(self.u_is_zero) << 3 | (self.brightness == "bias") << 4)
+                 | (self.warp == "bilinear") << 2 | bool(self.u_is_zero) << 3 | (self.brightness == "bias") << 4
+                 | self.median << 8)
         return (ctypes.c_int * len(ints))(*ints), (ctypes.c_float * len(floats))(*floats), flags
 
 

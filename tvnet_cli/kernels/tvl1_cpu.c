@@ -13,6 +13,10 @@
  * buffer get the image-border formulas; a band of an image is therefore run on a copy with
  * ghost rows around it, which absorb the wrong borders (they spread one row per iteration).
  */
+#include <float.h>
+#ifdef __AVX__
+#include <immintrin.h>
+#endif
 #include <math.h>
 #include <pthread.h>
 #include <stddef.h>
@@ -487,6 +491,7 @@ int tvl1_warp(int h, int w, int np, const float *src, const float *u, int biline
 }
 
 enum { REPLICATE = 1, DATA_BORDER = 2, BILINEAR = 4, U_IS_ZERO = 8, BIAS = 16 };
+#define MEDIAN_SHIFT 8 /* flags >> 8: the side k of the median filter after every warp (0 = off) */
 
 /* The k-th smallest of a[0..n-1] (n > 0), reordering a: Hoare's selection. */
 static float select_kth(float *a, size_t n, size_t k) {
@@ -632,6 +637,95 @@ static void warp_finish(const Warp *d, int bias, float shift, int r0, int r1) {
         }
 }
 
+/* ---- The k x k median of the flow after every warp (`ops.median_filter`) ------------------
+ * A sorting network: Batcher's odd-even merge sort of the k*k window values, padded with
+ * +FLT_MAX to a power of two, cut to the comparators that the middle output depends on. It
+ * runs on a chunk of a row at once, as min/max over arrays, which the compiler vectorises. */
+#define MED_WIRES 64 /* k <= 7 */
+#define MED_NET 600  /* Batcher's network on 64 wires has 543 comparators */
+#define MED_CHUNK 256
+
+typedef float v8f __attribute__((vector_size(32), aligned(4))); /* unaligned: any float offset */
+typedef int32_t v8i __attribute__((vector_size(32), aligned(4)));
+
+typedef struct {
+    int k, wires, mid, len;
+    unsigned char a[MED_NET], b[MED_NET]; /* comparator c: a[c] <- min, b[c] <- max */
+} MedNet;
+
+static void median_network(int k, MedNet *net) {
+    int cnt = k * k, n = 1, len = 0;
+    while (n < cnt) n <<= 1;
+    unsigned char ca[MED_NET], cb[MED_NET], inf[MED_WIRES], need[MED_WIRES], keep[MED_NET];
+    for (int p = 1; p < n; p <<= 1)
+        for (int q = p; q >= 1; q >>= 1)
+            for (int j = q % p; j + q < n; j += 2 * q)
+                for (int i = 0; i < q && i + j + q < n; i++)
+                    if ((i + j) / (2 * p) == (i + j + q) / (2 * p)) ca[len] = i + j, cb[len++] = i + j + q;
+    for (int w = 0; w < n; w++) inf[w] = w >= cnt, need[w] = w == (cnt - 1) / 2;
+    for (int c = 0; c < len; c++) { /* forward: a max with a padding wire changes nothing */
+        keep[c] = !inf[cb[c]];
+        if (keep[c] && inf[ca[c]]) inf[ca[c]] = 0, inf[cb[c]] = 1;
+    }
+    for (int c = len - 1; c >= 0; c--) { /* backward: only what the middle wire depends on */
+        keep[c] = keep[c] && (need[ca[c]] || need[cb[c]]);
+        if (keep[c]) need[ca[c]] = need[cb[c]] = 1;
+    }
+    net->k = k, net->wires = n, net->mid = (cnt - 1) / 2, net->len = 0;
+    for (int c = 0; c < len; c++)
+        if (keep[c]) net->a[net->len] = ca[c], net->b[net->len++] = cb[c];
+}
+
+/* Rows [r0, r1) of the k x k median (replicated border) of both planes of u (2, h, w) into
+ * out; wk: MED_WIRES * MED_CHUNK floats. */
+static void median_rows(const MedNet *net, int h, int w, const float *u, float *out, int r0, int r1, float *wk) {
+    const int k = net->k, r = k / 2;
+    for (int ch = 0; ch < 2; ch++)
+        for (int y = r0; y < r1; y++)
+            for (int x0 = 0; x0 < w; x0 += MED_CHUNK) {
+                const int nx = w - x0 < MED_CHUNK ? w - x0 : MED_CHUNK, nv = (nx + 7) & ~7; /* nv: whole lanes */
+                for (int dy = 0; dy < k; dy++) {
+                    int yy = y + dy - r;
+                    const float *row = u + (size_t)ch * h * w + (size_t)(yy < 0 ? 0 : yy >= h ? h - 1 : yy) * w;
+                    for (int dx = 0; dx < k; dx++) { /* row[x0 + x + dx - r], x clamped to the row */
+                        float *wire = wk + (size_t)(dy * k + dx) * MED_CHUNK;
+                        const int off = x0 + dx - r, lo = imin(imax(-off, 0), nv), hi = imax(imin(w - off, nv), lo);
+                        for (int x = 0; x < lo; x++) wire[x] = row[0];
+                        memcpy(wire + lo, row + off + lo, (size_t)(hi - lo) * sizeof(float));
+                        for (int x = hi; x < nv; x++) wire[x] = row[w - 1]; /* lanes past nx: any value */
+                    }
+                }
+                for (int v = k * k; v < net->wires; v++)
+                    for (int x = 0; x < nv; x++) wk[(size_t)v * MED_CHUNK + x] = FLT_MAX;
+                for (int c = 0; c < net->len; c++) { /* 8 lanes at a time: min/max as bit blends */
+                    v8f *pa = (v8f *)(wk + (size_t)net->a[c] * MED_CHUNK), *pb = (v8f *)(wk + (size_t)net->b[c] * MED_CHUNK);
+                    for (int x = 0; x < nv / 8; x++) {
+                        v8f va = pa[x], vb = pb[x];
+#ifdef __AVX__
+                        pa[x] = (v8f)_mm256_min_ps((__m256)va, (__m256)vb);
+                        pb[x] = (v8f)_mm256_max_ps((__m256)va, (__m256)vb);
+#else
+                        v8i lt = (v8i)(va < vb), ia = (v8i)va, ib = (v8i)vb;
+                        pa[x] = (v8f)((lt & ia) | (~lt & ib));
+                        pb[x] = (v8f)((lt & ib) | (~lt & ia));
+#endif
+                    }
+                }
+                memcpy(out + (size_t)ch * h * w + (size_t)y * w + x0, wk + (size_t)net->mid * MED_CHUNK, nx * sizeof(float));
+            }
+}
+
+/* `ops.median_filter` of u (2, h, w) into out (exported for the tests); k odd, 3..7. */
+int tvl1_median(int h, int w, int k, const float *u, float *out) {
+    MedNet net;
+    float *wk = malloc(MED_WIRES * MED_CHUNK * sizeof(float));
+    if (!wk) return -1;
+    median_network(k, &net);
+    median_rows(&net, h, w, u, out, 0, h, wk);
+    free(wk);
+    return 0;
+}
+
 /* ---- One image's solve on `nt` threads -------------------------------------------------
  *
  * Levels of at least `min_band_pixels` are cut into nt row bands, one per thread: resizes,
@@ -671,6 +765,8 @@ typedef struct {
     float *band[MAX_THREADS]; /* each thread's copy of its band with ghost rows */
     float *pick[MAX_THREADS]; /* each thread's copy of the median's candidates */
     float *rowk[MAX_THREADS]; /* each thread's workspace of the bicubic rows (10 x the widest level) */
+    float *medw[MAX_THREADS]; /* each thread's median workspace (MED_WIRES x MED_CHUNK) */
+    MedNet med;               /* the median's network (med.k = 0: no median) */
     uint32_t *hist[MAX_THREADS];
     size_t count[MAX_THREADS], kept[MAX_THREADS];
     double cpu[MAX_THREADS]; /* each thread's CPU seconds in solve_levels */
@@ -785,6 +881,10 @@ static int solve_levels(Solve *s, int t) {
             if (nb == 1) {
                 Buf buf = {s->S[c][0], s->S[c][1], s->S[c][2], s->gi, s->gsq, s->rc, n, n, h, w};
                 run(&k, &buf, iters, s->group);
+                if (s->med.k) { /* into gi (free until the next warp), then back */
+                    median_rows(&s->med, h, w, s->S[c][0], s->gi, 0, h, s->medw[t]);
+                    memcpy(s->S[c][0], s->gi, 2 * n * sizeof(float));
+                }
                 continue;
             }
             /* the bands read the data term of their ghost rows; the next warp's differences
@@ -798,6 +898,13 @@ static int solve_levels(Solve *s, int t) {
                 band_iterate(&k, h, w, r0, r1, m, s->group, src, dst, n, s->gi, s->gsq, s->rc, s->band[t]);
                 sync_bands(s, nb);
                 c ^= 1, done += m;
+            }
+            if (s->med.k) { /* the band's rows into gi; back once every band has read u */
+                median_rows(&s->med, h, w, s->S[c][0], s->gi, r0, r1, s->medw[t]);
+                sync_bands(s, nb);
+                for (int ch = 0; ch < 2; ch++)
+                    memcpy(s->S[c][0] + ch * n + o0, s->gi + ch * n + o0, rows * sizeof(float));
+                sync_bands(s, nb);
             }
         }
         if (nb > 1 && (warps == 0 || iters == 0)) sync_bands(s, nb); /* no round ended the level */
@@ -848,7 +955,9 @@ int tvl1_solve(int H, int W, const float *i0, const float *i1, const float *u_in
         __atomic_fetch_sub(&backoff_left, 1, __ATOMIC_RELAXED);
         nt = 1;
     }
-    size_t total = (nt > 1 ? 25 + nt : 21) * big + nt * (band + 10 * wide); /* floats; band copies only when banded */
+    const int med = (flags >> MEDIAN_SHIFT) & 0xff;
+    size_t total = (nt > 1 ? 25 + nt : 21) * big + nt * (band + 10 * wide) /* floats; band copies only when banded */
+                   + (med ? (size_t)nt * MED_WIRES * MED_CHUNK : 0);
     void *block = NULL;
     if (posix_memalign(&block, 64, total * sizeof(float)) != 0) return -1;
     float *mem = block;
@@ -871,6 +980,9 @@ int tvl1_solve(int H, int W, const float *i0, const float *i1, const float *u_in
     for (int t = 0; t < nt; t++) s.band[t] = m, m += band;
     for (int t = 0; t < nt && nt > 1; t++) s.pick[t] = m, m += big;
     for (int t = 0; t < nt; t++) s.rowk[t] = m, m += 10 * wide;
+    for (int t = 0; t < nt && med; t++) s.medw[t] = m, m += MED_WIRES * MED_CHUNK;
+    s.med.k = 0;
+    if (med) median_network(med, &s.med);
     uint32_t *hist = (flags & BIAS) ? malloc((size_t)nt * BINS * sizeof *hist) : NULL;
     if ((flags & BIAS) && !hist) {
         free(mem);

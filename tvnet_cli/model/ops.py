@@ -197,6 +197,15 @@ def median_offset(a: torch.Tensor, b: torch.Tensor, mask: torch.Tensor | None = 
     return d.nanmedian(dim=1).values.nan_to_num(0.0).view(-1, 1, 1, 1)
 
 
+def median_filter(u: torch.Tensor, k: int) -> torch.Tensor:
+    """`(B, C, H, W)` -> the same: the median of each k x k window (k odd), border replicated
+    (as OpenCV's `medianBlur` of a float image, which its TV-L1 runs after every warp)."""
+    b, c, h, w = u.shape
+    r = k // 2
+    win = F.unfold(F.pad(u.reshape(b * c, 1, h, w), (r, r, r, r), mode="replicate"), k)  # (BC, k*k, HW)
+    return win.median(dim=1).values.view(b, c, h, w)
+
+
 def resize(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     """Resize `(B, C, H, W)` to `size`: area averaging when shrinking, bilinear otherwise.
 

@@ -46,8 +46,11 @@ PRESETS: dict[str, TVNetConfig] = {
                                   coarsest_side=48),
     # Half resolution (finest_level=1, as OpenCV DIS's finest scale): ~1/4 of the work, for DIS's
     # cost. 10 iterations per warp at every level: 20.30.50 at the coarse ones measured no better.
+    # A 5x5 median after every warp (a 10x10 window at full size): EPE -6.5 % real, -5.4 %
+    # generated, -25 % on 375x1242 scenes, for ~+30 % CPU; the full-size presets gained <2 % or
+    # lost from it (BENCHMARKS.md, "Median filtering").
     "tvl1-half": TVNetConfig(4, 2, 10, level_warps=(2, 3, 5, 5), smooth_sigma=0.0, brightness="bias", finest_level=1,
-                              coarsest_side=48),
+                              coarsest_side=48, median=5),
 }
 
 _PATTERN = re.compile(r"^tvnet-(\d+)-(\d+(?:\.\d+)*)-(\d+(?:\.\d+)*)(?:-f(\d+))?$")
