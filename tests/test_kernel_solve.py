@@ -112,6 +112,14 @@ def test_median_filter_matches_numpy(lib, k, size):
     assert torch.equal(ops.median_filter(u[None], k)[0], expected)
 
 
+def test_median_filter_in_chunks_equals_whole(monkeypatch):
+    """A batch too large for one set of window copies is filtered a few images at a time."""
+    u = _rand(5, 2, 9, 11, seed=7, scale=3)
+    whole = ops.median_filter(u, 5)
+    monkeypatch.setattr(ops, "MEDIAN_CHUNK_BYTES", 2 * 25 * 9 * 11 * 4 * 2)  # two images a chunk
+    assert torch.equal(ops.median_filter(u, 5), whole)
+
+
 # -- the whole model -----------------------------------------------------------------------
 def _both(model: TVNet, f0: torch.Tensor, f1: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """(C flow, PyTorch flow)."""

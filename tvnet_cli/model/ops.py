@@ -197,13 +197,24 @@ def median_offset(a: torch.Tensor, b: torch.Tensor, mask: torch.Tensor | None = 
     return d.nanmedian(dim=1).values.nan_to_num(0.0).view(-1, 1, 1, 1)
 
 
+MEDIAN_CHUNK_BYTES = 256 << 20  # window copies of `median_filter` at once (a GPU batch of 256
+# frames at 170x128 would otherwise copy 1.1 GB per warp)
+
+
 def median_filter(u: torch.Tensor, k: int) -> torch.Tensor:
     """`(B, C, H, W)` -> the same: the median of each k x k window (k odd), border replicated
-    (as OpenCV's `medianBlur` of a float image, which its TV-L1 runs after every warp)."""
+    (as OpenCV's `medianBlur` of a float image, which its TV-L1 runs after every warp). The
+    k*k window copies are made for a few images at a time (MEDIAN_CHUNK_BYTES)."""
     b, c, h, w = u.shape
     r = k // 2
-    win = F.unfold(F.pad(u.reshape(b * c, 1, h, w), (r, r, r, r), mode="replicate"), k)  # (BC, k*k, HW)
-    return win.median(dim=1).values.view(b, c, h, w)
+    step = max(1, MEDIAN_CHUNK_BYTES // (c * k * k * h * w * u.element_size()))
+
+    def part(x: torch.Tensor) -> torch.Tensor:
+        n = x.shape[0]
+        win = F.unfold(F.pad(x.reshape(n * c, 1, h, w), (r, r, r, r), mode="replicate"), k)  # (nC, k*k, HW)
+        return win.median(dim=1).values.view(n, c, h, w)
+
+    return part(u) if b <= step else torch.cat([part(u[i:i + step]) for i in range(0, b, step)])
 
 
 def resize(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
