@@ -257,6 +257,11 @@ def pyramid_sizes(h: int, w: int, max_scales: int, zfactor: float, min_side: int
     diag = math.hypot(h, w)
     n = 1 + int(math.log(max(diag / 4.0, 1.0)) / math.log(1.0 / zfactor))
     n = max(1, min(n, max_scales))
-    # at least 2 pixels a side at coarse levels, but never more than the image has
-    sizes = [(max(min(2, h), round(h * zfactor**s)), max(min(2, w), round(w * zfactor**s))) for s in range(n)]
+    sizes = [level_size(h, w, zfactor, s) for s in range(n)]
     return sizes[:1] + [s for s in sizes[1:] if min(s) >= min_side]
+
+
+def level_size(h: int, w: int, zfactor: float, s: int) -> tuple[int, int]:
+    """Size of pyramid level `s` (0 = full size): at least 2 pixels a side, but never more
+    than the image has."""
+    return max(min(2, h), round(h * zfactor**s)), max(min(2, w), round(w * zfactor**s))

@@ -122,8 +122,8 @@ class TVNetConfig(ConfigMixin):
         n = self.scales + self.finest_level
         sizes = ops.pyramid_sizes(h, w, n, self.zfactor, self.min_level)
         while self.coarsest_side and len(sizes) >= n and max(sizes[-1]) > self.coarsest_side:
-            k = len(sizes)  # a level past `scales`: only when the image had room for all of them
-            nxt = (round(h * self.zfactor**k), round(w * self.zfactor**k))
+            # a level past `scales`: only when the image had room for all of them
+            nxt = ops.level_size(h, w, self.zfactor, len(sizes))
             if min(nxt) < EXTRA_LEVEL_MIN_SIDE:
                 break
             sizes.append(nxt)
