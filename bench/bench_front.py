@@ -6,7 +6,11 @@ schedules side by side in one run (issue 13).
                                 [--rounds 5] [--json out.json]
 
 TVNet specs are preset names (any `tvnet-S-W-I`, per-level parts joined by dots) with an
-optional `@sigma` for the pre-smoothing (`tvl1@0` = tvl1 without it).
+optional `@sigma` for the pre-smoothing (`tvl1@0` = tvl1 without it) and optional config
+overrides after a colon, joined by semicolons (`tvl1-half:median=0;coarsest_side=0`).
+Synthetic scenes: `--synthetic N` per kind at 256x340 (seed 0) by default; `--synthetic-size`,
+`--synthetic-kinds` and `--synthetic-seed` give the large-frame sets of BENCHMARKS.md, e.g.
+`--synthetic 4 --synthetic-kinds driving --synthetic-size 375x1242 --synthetic-seed 9 --no-time`.
 Timing: 8 consecutive frame pairs of the benchmark video (bench/data.py) at 340x256, RGB
 uint8 in; "batch 1" runs them one at a time (OpenCV: always, it has no batches), "batch 8"
 in one call. Rounds go round robin over the methods (order rotated each round); the table
@@ -21,6 +25,7 @@ whose cores are all busy with extraction workers, CPU time is what a pair costs.
 from __future__ import annotations
 
 import argparse
+import ast
 import json
 import os
 import statistics
@@ -86,9 +91,14 @@ def opencv_methods() -> list[Method]:
 
 
 def tvnet_method(spec: str) -> Method:
-    """`preset[@sigma]` -> a TVNet method (C kernel on the CPU)."""
-    name, _, sigma = spec.partition("@")
-    model = TVNet.from_preset(name, **({"smooth_sigma": float(sigma)} if sigma else {})).eval()
+    """`preset[@sigma][:key=value;...]` -> a TVNet method (C kernel on the CPU)."""
+    head, _, changes = spec.partition(":")
+    name, _, sigma = head.partition("@")
+    overrides = {"smooth_sigma": float(sigma)} if sigma else {}
+    for item in filter(None, changes.split(";")):
+        key, _, value = item.partition("=")
+        overrides[key.strip()] = ast.literal_eval(value.strip())
+    model = TVNet.from_preset(name, **overrides).eval()
 
     def tensors(a: np.ndarray) -> torch.Tensor:  # (N, H, W, 3) uint8 -> (N, 3, H, W)
         return torch.from_numpy(np.require(a, requirements=["C", "W"])).permute(0, 3, 1, 2)
@@ -110,19 +120,23 @@ def real_pairs() -> list[PairData]:
     return pairs
 
 
-def synthetic_textures() -> list[np.ndarray]:
+def synthetic_textures(size: tuple[int, int] = SIZE) -> list[np.ndarray]:
     """Textures for the synthetic scenes: Middlebury frames without ground truth, frames of
-    bikes.mp4 (a street) and test.mp4, and procedural textures (none from a GT pair)."""
+    bikes.mp4 (a street) and test.mp4, and procedural textures (none from a GT pair); for
+    scenes larger than 256x340 also three procedural ones of 600x1300."""
     tex = []
     mid = DATA / "middlebury"
     for seq in sorted(p for p in mid.iterdir() if p.is_dir() and p.name not in GT_TEXTURE_SEQS) if mid.is_dir() else []:
         tex.append(load_image(seq / "frame10.png").astype(np.float32))
-    for video, size in ((DATA / "videos" / "bikes.mp4", (272, 640)), (VIDEO, SIZE)):
+    for video, decode in ((DATA / "videos" / "bikes.mp4", (272, 640)), (VIDEO, SIZE)):
         if video.is_file():
-            frames = read_frames(video, 200, size)
+            frames = read_frames(video, 200, decode)
             tex += [f.astype(np.float32) for f in frames[::60]]
     rng = np.random.default_rng(11)
     tex += [procedural_texture((320, 440), rng) for _ in range(4)]
+    if max(size) > max(SIZE):
+        big = np.random.default_rng(5)
+        tex += [procedural_texture((600, 1300), big) for _ in range(3)]
     return tex
 
 
@@ -151,6 +165,9 @@ def main() -> None:
     ap.add_argument("--opencv", default="all", help="'all', 'none' (DIS medium is always kept: the baseline) "
                                                     "or comma-separated names as in the table")
     ap.add_argument("--synthetic", type=int, default=0, help="synthetic pairs per kind (%s)" % ", ".join(KINDS))
+    ap.add_argument("--synthetic-kinds", default=",".join(KINDS), help="comma-separated kinds")
+    ap.add_argument("--synthetic-size", default="256x340", help="HxW of the synthetic scenes")
+    ap.add_argument("--synthetic-seed", type=int, default=0)
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--slow-pairs", type=int, default=2)
     ap.add_argument("--threads", type=int, default=2)
@@ -167,7 +184,10 @@ def main() -> None:
     real = real_pairs()
     if not real:
         raise SystemExit(f"no ground-truth pairs under {DATA}: set TVNET_SHARED_DATA")
-    synth = [p for k in KINDS for p in make_pairs(k, synthetic_textures(), args.synthetic)] if args.synthetic else []
+    kinds = args.synthetic_kinds.split(",")
+    size = tuple(int(v) for v in args.synthetic_size.split("x"))
+    textures = synthetic_textures(size) if args.synthetic else []
+    synth = [p for k in kinds for p in make_pairs(k, textures, args.synthetic, size, args.synthetic_seed)]
     load0 = os.getloadavg()
     print(f"real GT pairs: {', '.join(p.name for p in real)} ({DATA}); synthetic: {len(synth)}; "
           f"{args.threads} threads; {os.cpu_count()} cores; load average {load0[0]:.1f}", file=sys.stderr)
@@ -210,8 +230,8 @@ def main() -> None:
     head = "| method | " + " | ".join(names) + " | mean EPE real |"
     sep = "|---|" + "---:|" * (len(names) + 1)
     if synth:
-        head += " mean EPE synthetic | " + " | ".join(KINDS) + " |"
-        sep += "---:|" * (len(KINDS) + 1)
+        head += " mean EPE synthetic | " + " | ".join(kinds) + " |"
+        sep += "---:|" * (len(kinds) + 1)
     if not args.no_time:
         head += (" ms/pair b1 | x DIS-medium | ms/pair b8 | x DIS-medium b8 | CPU ms/pair b1 | x DIS-medium CPU |"
                  " CPU ms/pair b8 | x DIS-medium CPU b8 |")
@@ -219,7 +239,8 @@ def main() -> None:
     if ref:
         head += " worst real pair / OpenCV 5-5-50 |" + (" worst synthetic pair / OpenCV 5-5-50 |" if synth else "")
         sep += "---:|" * (2 if synth else 1)
-    print(f"\nreal GT pairs: {', '.join(names)}; synthetic pairs: {len(synth)} ({args.synthetic} per kind); "
+    print(f"\nreal GT pairs: {', '.join(names)}; synthetic pairs: {len(synth)} ({args.synthetic} per kind, "
+          f"{args.synthetic_size}, seed {args.synthetic_seed}); "
           f"timing 340x256, {args.threads} threads, best of {args.rounds} rounds; load average "
           f"{load0[0]:.1f} at the start\n")
     print(head)
@@ -231,8 +252,8 @@ def main() -> None:
         if synth:
             r["mean_synthetic"] = float(np.mean(list(r["synthetic"].values())))
             r["mean_by_kind"] = {k: float(np.mean([v for n, v in r["synthetic"].items() if n.startswith(k + "-")]))
-                                 for k in KINDS}
-            row += f" {r['mean_synthetic']:.3f} | " + " | ".join(f"{r['mean_by_kind'][k]:.3f}" for k in KINDS) + " |"
+                                 for k in kinds}
+            row += f" {r['mean_synthetic']:.3f} | " + " | ".join(f"{r['mean_by_kind'][k]:.3f}" for k in kinds) + " |"
         if not args.no_time:
             row += (f" {r['ms_b1']:.1f} | {r['x_base_b1']:.2f} | {r['ms_b8']:.1f} | {r['x_base_b8']:.2f} |"
                     f" {r['cpu_b1']:.1f} | {r['x_base_cpu_b1']:.2f} | {r['cpu_b8']:.1f} | {r['x_base_cpu_b8']:.2f} |")
