@@ -12,6 +12,8 @@ NOTES = {  # what each named preset is for (README "Presets" has the measurement
     "tvl1-fast": "TV-L1 pyramid at about TVNet-50's cost (coarse levels get the work)",
     "tvl1-medium": "TV-L1 pyramid at about 1/3 of tvl1's cost",
     "tvnet-50-trained": "TVNet-50 with trained filters (weights/tvnet-50-trained.md)",
+    "tvl1-half-trained": "tvl1-half (same cost) with its finest levels' scalars trained on generated pairs "
+                         "(weights/tvl1-half-trained.md)",
 }
 
 
