@@ -11,7 +11,7 @@
    select), on the front bench's generated scenes and on a third generated set; store the
    held-out EPE in the file's meta and print the card's tables.
 
-Usage: python bench/bench_flow_half.py [--steps 120] [--lr 0.02] [--train scalars]
+Usage: python bench/bench_flow_half.py [--steps 300] [--lr 0.02] [--train scalars] [--train-levels 2]
        [--work DIR] [--out weights/tvl1-half-trained.pt]
 """
 
@@ -62,10 +62,11 @@ def dis_medium(pairs: list) -> dict[str, float]:
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--steps", type=int, default=120)
+    ap.add_argument("--steps", type=int, default=300)
     ap.add_argument("--lr", type=float, default=0.02)
     ap.add_argument("--train", default="scalars")
     ap.add_argument("--batch", type=int, default=8)
+    ap.add_argument("--train-levels", type=int, default=2, help="how many of the finest levels train")
     ap.add_argument("--work", type=Path, default=None, help="folder for the generated pairs (default: a temp folder)")
     ap.add_argument("--out", default=str(ROOT / "weights" / "tvl1-half-trained.pt"))
     ap.add_argument("--threads", type=int, default=2)
@@ -74,7 +75,7 @@ def main() -> None:
     work = args.work or Path(tempfile.mkdtemp(prefix="tvl1-half-data-"))
     train_dir, val_dir = generate(work / "train", 100, TRAIN_SEED), generate(work / "val", 25, VAL_SEED)
     cfg = TrainFlowConfig(data=str(train_dir), val_data=(str(val_dir),), init="tvl1-half", per_level=True,
-                          train_levels=2, train=args.train, lr=args.lr, steps=args.steps, batch=args.batch,
+                          train_levels=args.train_levels, train=args.train, lr=args.lr, steps=args.steps, batch=args.batch,
                           flip=True, transpose=True, val_every=10, eval_limit=100, checkpoint_every=50,
                           threads=args.threads)
     out = Path(args.out)
