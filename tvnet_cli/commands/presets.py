@@ -17,6 +17,26 @@ NOTES = {  # what each named preset is for (README "Presets" has the measurement
 }
 
 
+def unnamed_settings(cfg) -> str:
+    """What a config sets that its `tvnet-S-W-I` name does not say (so the name alone, used as a
+    preset, is a different model): brightness "bias" (exposure-robust), median, extra coarse
+    levels, per-level parameters, scalars off their defaults."""
+    from ..model import TVNetConfig
+
+    base = TVNetConfig()
+    parts = []
+    if cfg.brightness != base.brightness:
+        parts.append(cfg.brightness)
+    if cfg.median > 1:
+        parts.append(f"median {cfg.median}")
+    if cfg.coarsest_side:
+        parts.append(f"levels to {cfg.coarsest_side}px")
+    if cfg.per_level:
+        parts.append("per level")
+    parts += [f"{k} {getattr(cfg, k):g}" for k in ("tau", "lam", "theta") if getattr(cfg, k) != getattr(base, k)]
+    return ", ".join(parts)
+
+
 @click.command()
 def presets() -> None:
     """List model presets: untrained schedules and shipped trained weights.
@@ -33,14 +53,14 @@ def presets() -> None:
 
     default = ExtractConfig.__dataclass_fields__["preset"].default
     table = Table(title="tvnet presets", caption="S-W-I = scales x warps x iterations per warp (-fK: solved "
-                  "K levels above full resolution, then upsampled); "
-                  "* = the default of `tvnet extract`; any tvnet-S-W-I is a preset too")
-    for col in ("preset", "kind", "S-W-I", "sigma", "use"):
-        table.add_column(col)
+                  "K levels above full resolution, then upsampled); also = settings the S-W-I name does not "
+                  "carry (bias: exposure-robust); * = the default of `tvnet extract`; any tvnet-S-W-I is a preset too")
+    for col in ("preset", "kind", "S-W-I", "sigma", "also", "use"):
+        table.add_column(col, no_wrap=col != "use")
     rows = [(name, "untrained", cfg) for name, cfg in sorted(PRESETS.items())]
     rows += [(name, "trained", TVNet.from_file(path).config) for name, path in shipped_weights().items()]
     for name, kind, cfg in rows:
         mark = "*" if name == default else ""
         table.add_row(f"{name}{mark}", kind, cfg.name.removeprefix("tvnet-"), f"{cfg.smooth_sigma:g}",
-                      NOTES.get(name, ""))
+                      unnamed_settings(cfg), NOTES.get(name, ""))
     Console(width=120).print(table)
