@@ -56,7 +56,7 @@ def presets() -> None:
                   "K levels above full resolution, then upsampled); also = settings the S-W-I name does not "
                   "carry (bias: exposure-robust); * = the default of `tvnet extract`; any tvnet-S-W-I is a preset too")
     for col in ("preset", "kind", "S-W-I", "sigma", "also", "use"):
-        table.add_column(col, no_wrap=col != "use")
+        table.add_column(col, no_wrap=col not in ("also", "use"), ratio=2 if col == "use" else 1 if col == "also" else None)
     rows = [(name, "untrained", cfg) for name, cfg in sorted(PRESETS.items())]
     rows += [(name, "trained", TVNet.from_file(path).config) for name, path in shipped_weights().items()]
     for name, kind, cfg in rows:
