@@ -65,6 +65,7 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=300)
     ap.add_argument("--lr", type=float, default=0.02)
     ap.add_argument("--train", default="scalars")
+    ap.add_argument("--scalar-lr", type=float, default=None, help="learning rate of the scalars (default: --lr)")
     ap.add_argument("--batch", type=int, default=8)
     ap.add_argument("--train-levels", type=int, default=2, help="how many of the finest levels train")
     ap.add_argument("--work", type=Path, default=None, help="folder for the generated pairs (default: a temp folder)")
@@ -75,7 +76,7 @@ def main() -> None:
     work = args.work or Path(tempfile.mkdtemp(prefix="tvl1-half-data-"))
     train_dir, val_dir = generate(work / "train", 100, TRAIN_SEED), generate(work / "val", 25, VAL_SEED)
     cfg = TrainFlowConfig(data=str(train_dir), val_data=(str(val_dir),), init="tvl1-half", per_level=True,
-                          train_levels=args.train_levels, train=args.train, lr=args.lr, steps=args.steps, batch=args.batch,
+                          train_levels=args.train_levels, train=args.train, lr=args.lr, scalar_lr=args.scalar_lr, steps=args.steps, batch=args.batch,
                           flip=True, transpose=True, val_every=10, eval_limit=100, checkpoint_every=50,
                           threads=args.threads)
     out = Path(args.out)
