@@ -76,9 +76,9 @@ def main() -> None:
     work = args.work or Path(tempfile.mkdtemp(prefix="tvl1-half-data-"))
     train_dir, val_dir = generate(work / "train", 100, TRAIN_SEED), generate(work / "val", 25, VAL_SEED)
     cfg = TrainFlowConfig(data=str(train_dir), val_data=(str(val_dir),), init="tvl1-half", per_level=True,
-                          train_levels=args.train_levels, train=args.train, lr=args.lr, scalar_lr=args.scalar_lr, steps=args.steps, batch=args.batch,
-                          flip=True, transpose=True, val_every=10, eval_limit=100, checkpoint_every=50,
-                          threads=args.threads)
+                          train_levels=args.train_levels, train=args.train, lr=args.lr, scalar_lr=args.scalar_lr,
+                          steps=args.steps, batch=args.batch, flip=True, transpose=True, val_every=10,
+                          eval_limit=100, checkpoint_every=50, threads=args.threads)
     out = Path(args.out)
     t0 = time.time()
     res = train_flow(cfg, out, progress=lambda s, n, l, v: print(f"step {s}/{n} loss {l:.4f} val {v}", flush=True)
