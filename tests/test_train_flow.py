@@ -4,6 +4,7 @@ augmentation, resume, unsupervised video training, the saved file and the loss c
 
 from __future__ import annotations
 
+import copy
 import json
 from pathlib import Path
 
@@ -191,3 +192,28 @@ def test_large_dataset_read_lazily_and_eval_limited(tmp_path: Path) -> None:
     assert list(res.before["train"]["per_pair"]) == ["chairs_1/frame_0001", "chairs_1/frame_0009",
                                                      "chairs_1/frame_0017"]
     assert res.after["train"]["valid"] == 3 * 48 * 64
+
+
+@pytest.mark.parametrize("train", ["filters+scalars", "all"])
+def test_coarse_levels_without_autograd_give_the_same_gradients(train: str) -> None:
+    """`grad_levels=k`: the levels coarser than the k finest run without autograd when nothing
+    that trains reaches them; the k finest levels' gradients equal those of the full backward
+    pass, the coarser rows are zero. With u0 training (`all`) nothing is cut off."""
+    g = torch.Generator().manual_seed(3)
+    f0 = torch.randint(0, 256, (1, 1, 40, 56), generator=g, dtype=torch.uint8)
+    f1 = torch.roll(f0, (1, 2), (2, 3))
+    base = TVNet.from_preset("tvnet-3-2-4").split_levels()
+    grads = {}
+    for k in (0, 1):
+        model = copy.deepcopy(base)
+        model.set_trainable(train)
+        model.grad_levels = k
+        model(f0, f1).square().mean().backward()
+        grads[k] = [p.grad.clone() for p in (*model.filter_parameters(), *model.scalar_parameters())]
+    for full, cut in zip(grads[0], grads[1]):
+        torch.testing.assert_close(cut[:1], full[:1], rtol=1e-5, atol=1e-7)
+        assert full[1:].abs().sum() > 0  # the coarser levels have gradients of their own ...
+        if train == "all":
+            torch.testing.assert_close(cut, full, rtol=1e-5, atol=1e-7)
+        else:
+            assert torch.all(cut[1:] == 0)  # ... which a cut-off backward pass does not compute

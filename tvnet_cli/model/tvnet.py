@@ -297,6 +297,9 @@ class TVNet(nn.Module):
         # Training: recompute each iteration in backward instead of storing its ~15
         # intermediates (about 4x less memory for ~1.3x compute; same gradients).
         self.checkpoint = True
+        # Training only the `grad_levels` finest levels' per-level parameters (0 = all levels):
+        # the coarser levels then run without autograd in `solve` (see there)
+        self.grad_levels = 0
 
     # -- construction -------------------------------------------------------------------
     @classmethod
@@ -481,12 +484,18 @@ class TVNet(nn.Module):
 
             u = cpu.solve(i0, i1, u, self._c_plan(sizes, schedule, u_is_zero), threads=threads or torch.get_num_threads())
             return ops.resize_flow(u, (h, w))
+        # With only the `grad_levels` finest levels training (per-level parameters, u0 and frames
+        # fixed), nothing that trains reaches the coarser levels: they run without autograd, with
+        # the same gradients (tvl1-half, finest level only: a training step 2.7x faster)
+        frozen = (needs_grad and self.grad_levels and cfg.per_level and not self.u0.requires_grad
+                  and not (i0.requires_grad or i1.requires_grad))
         for level in reversed(range(len(sizes))):  # coarsest first; images resampled from full size
             size, (warps, iters) = sizes[level], schedule[level]
             u = ops.resize_flow(u, size)
-            # scalars: host floats, cached (no device read per forward), or tensors while training
-            u = _tv_l1_level(ops.resize(i0, size), ops.resize(i1, size), u, cfg, self.level_taps(level),
-                             iterate, self.solver_scalars(level), u_is_zero, warps, iters)
+            with torch.no_grad() if frozen and level >= self.grad_levels else nullcontext():
+                # scalars: host floats, cached (no device read per forward), or tensors while training
+                u = _tv_l1_level(ops.resize(i0, size), ops.resize(i1, size), u, cfg, self.level_taps(level),
+                                 iterate, self.solver_scalars(level), u_is_zero, warps, iters)
             u_is_zero = False
         return ops.resize_flow(u, (h, w))  # (B, 2, H, W): upsampled when finest_level > 0
 

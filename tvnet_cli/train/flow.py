@@ -159,6 +159,7 @@ def _make_model(cfg: TrainFlowConfig, device: torch.device) -> TVNet:
     if cfg.per_level:
         model = model.split_levels()
     model.set_trainable(cfg.train)
+    model.grad_levels = cfg.train_levels  # coarser levels run without autograd (TVNet.solve)
     return model.to(device)
 
 
