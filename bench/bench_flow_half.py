@@ -23,14 +23,12 @@ import tempfile
 import time
 from pathlib import Path
 
-import cv2
 import numpy as np
 import torch
-from bench_front import real_pairs, synthetic_textures
+from bench_front import BASELINE, epe_rows, model_method, opencv_methods, real_pairs, synthetic_textures
 from data import ROOT
 
 from tvnet_cli.data.synthetic import KINDS, make_pairs, training_textures, write_dataset
-from tvnet_cli.metrics import flow_errors
 from tvnet_cli.model import TVNet
 from tvnet_cli.train.flow import TrainFlowConfig, train_flow
 
@@ -44,20 +42,6 @@ def generate(out: Path, per_kind: int, seed: int) -> Path:
     if not (out / f"{per_kind * len(KINDS) - 1:05d}_flow.flo").is_file():
         write_dataset(out, training_textures([TEXTURES], PROCEDURAL, seed=seed), per_kind, KINDS, seed=seed)
     return out
-
-
-def epe_per_pair(model: TVNet, pairs: list) -> dict[str, float]:
-    out = {}
-    for d in pairs:
-        f0, f1 = (torch.from_numpy(np.array(f)).permute(2, 0, 1)[None] for f in (d.frame0, d.frame1))
-        out[d.name] = flow_errors(model.predict(f0, f1)[0].permute(1, 2, 0).numpy(), d.gt, d.valid)["epe"]
-    return out
-
-
-def dis_medium(pairs: list) -> dict[str, float]:
-    dis = cv2.DISOpticalFlow_create(cv2.DISOPTICAL_FLOW_PRESET_MEDIUM)
-    grey = lambda f: cv2.cvtColor(np.ascontiguousarray(f), cv2.COLOR_RGB2GRAY)  # noqa: E731
-    return {d.name: flow_errors(dis.calc(grey(d.frame0), grey(d.frame1), None), d.gt, d.valid)["epe"] for d in pairs}
 
 
 def main() -> None:
@@ -89,10 +73,12 @@ def main() -> None:
             "generated, unseen seed (100)": [p for k in KINDS for p in
                                              make_pairs(k, training_textures([TEXTURES], PROCEDURAL, seed=TEST_SEED),
                                                         25, seed=TEST_SEED)]}
-    trained, untrained = TVNet.from_file(out), TVNet.from_preset("tvl1-half")
-    rows = {name: {"tvl1-half (untrained)": epe_per_pair(untrained, pairs),
-                   "tvl1-half-trained": epe_per_pair(trained, pairs)} for name, pairs in sets.items()}
-    rows["real (held out)"]["OpenCV DIS medium"] = dis_medium(sets["real (held out)"])
+    trained = TVNet.from_file(out)
+    methods = (model_method("tvl1-half (untrained)", TVNet.from_preset("tvl1-half")),
+               model_method("tvl1-half-trained", trained))
+    rows = {name: {m.name: epe_rows(m, pairs) for m in methods} for name, pairs in sets.items()}
+    dis = next(m for m in opencv_methods() if m.name == BASELINE)
+    rows["real (held out)"][BASELINE] = epe_rows(dis, sets["real (held out)"])
     meta = dict(trained.meta)
     meta["held_out_epe"] = rows["real (held out)"]["tvl1-half-trained"]
     meta["held_out_baselines"] = {k: v for k, v in rows["real (held out)"].items() if k != "tvl1-half-trained"}

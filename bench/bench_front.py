@@ -98,7 +98,12 @@ def tvnet_method(spec: str) -> Method:
     for item in filter(None, changes.split(";")):
         key, _, value = item.partition("=")
         overrides[key.strip()] = ast.literal_eval(value.strip())
-    model = TVNet.from_preset(name, **overrides).eval()
+    return model_method(f"TVNet {spec}", TVNet.from_preset(name, **overrides))
+
+
+def model_method(name: str, model: TVNet) -> Method:
+    """A TVNet model as a method (C kernel on the CPU)."""
+    model.eval()
 
     def tensors(a: np.ndarray) -> torch.Tensor:  # (N, H, W, 3) uint8 -> (N, 3, H, W)
         return torch.from_numpy(np.require(a, requirements=["C", "W"])).permute(0, 3, 1, 2)
@@ -107,7 +112,7 @@ def tvnet_method(spec: str) -> Method:
         return model.predict(tensors(f0[None]), tensors(f1[None]))[0].permute(1, 2, 0).numpy()
 
     cfg = model.config
-    return Method(f"TVNet {spec}", flow, lambda a, b: model.predict(tensors(a), tensors(b)),
+    return Method(name, flow, lambda a, b: model.predict(tensors(a), tensors(b)),
                   {"config": cfg.to_dict(), "schedule": cfg.name, "smooth_sigma": cfg.smooth_sigma})
 
 
